@@ -1,0 +1,143 @@
+//! `beehive status`, `claim`, `gc` and `validate`.
+
+use super::{CommandResult, ConfigArg, Failure};
+
+/// Arguments of `beehive status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+}
+
+/// Arguments of `beehive claim`.
+#[derive(Debug, clap::Args)]
+pub struct ClaimArgs {
+    /// The consumer group.
+    pub group: String,
+    /// Move the pending entries of consumer-<FROM> ...
+    pub from: u32,
+    /// ... to consumer-<TO>.
+    pub to: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+}
+
+/// Arguments of `beehive gc`.
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+}
+
+/// Arguments of `beehive validate`.
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+}
+
+pub(super) async fn status(args: StatusArgs) -> CommandResult {
+    let config = args.config.load()?;
+    let stats = config
+        .registry
+        .create_engine()
+        .event_broker()
+        .statistics()
+        .await?;
+    if args.json {
+        let json = serde_json::json!({ "streams": stats });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).map_err(|e| Failure::Runtime(e.to_string()))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<10} {:>10}  {:<24} {:>8} {:>8} {:>12}  consumers (pending)",
+        "STREAM", "POOL", "LENGTH", "GROUP", "PENDING", "LAG", "OLDEST"
+    );
+    for s in &stats {
+        if s.groups.is_empty() {
+            println!("{:<24} {:<10} {:>10}", s.name, s.pool, s.length);
+        }
+        for (i, g) in s.groups.iter().enumerate() {
+            let (name, pool, length) = if i == 0 {
+                (s.name.as_str(), s.pool.as_str(), s.length.to_string())
+            } else {
+                ("", "", String::new())
+            };
+            let lag = g.lag.map_or("?".to_string(), |l| l.to_string());
+            let oldest = g.oldest_pending_age.map_or("-".to_string(), |d| {
+                humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+            });
+            let group = if g.created {
+                g.name.clone()
+            } else {
+                format!("{} (not started)", g.name)
+            };
+            let consumers: Vec<String> = g
+                .consumers
+                .iter()
+                .map(|c| format!("{} ({})", c.name, c.pending))
+                .collect();
+            println!(
+                "{name:<24} {pool:<10} {length:>10}  {group:<24} {:>8} {lag:>8} {oldest:>12}  {}",
+                g.pending,
+                consumers.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn claim(args: ClaimArgs) -> CommandResult {
+    if args.from == 0 || args.to == 0 {
+        return Err(Failure::Usage("consumer numbers start at 1".into()));
+    }
+    let config = args.config.load()?;
+    let consumer = config
+        .registry
+        .create_engine()
+        .event_broker()
+        .consumer(&args.group)?;
+    let moved = consumer.claim(args.from, args.to).await?;
+    println!(
+        "moved {moved} pending entries of {} from consumer-{} to consumer-{}",
+        args.group, args.from, args.to
+    );
+    Ok(())
+}
+
+pub(super) async fn gc(args: GcArgs) -> CommandResult {
+    let config = args.config.load()?;
+    let report = config.registry.create_engine().gc().await?;
+    for line in &report.streams {
+        match &line.kept_because {
+            Some(reason) if line.deleted == 0 => println!("{}: deleted 0 ({reason})", line.stream),
+            _ => println!("{}: deleted {}", line.stream, line.deleted),
+        }
+    }
+    println!("total deleted: {}", report.deleted());
+    Ok(())
+}
+
+pub(super) async fn validate(args: ValidateArgs) -> CommandResult {
+    let config = args.config.load()?;
+    let r = &config.registry;
+    println!(
+        "{}: ok ({} pools, {} streams, {} groups, {} consumers)",
+        config.file.display(),
+        r.pools().count(),
+        r.streams().count(),
+        r.groups().count(),
+        config.consumers.len()
+    );
+    Ok(())
+}

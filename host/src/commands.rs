@@ -1,0 +1,462 @@
+//! The Redis command layer: every stream, group and lock command Beehive sends is built and
+//! parsed here, so the rest of the crate speaks in domain terms (publish, read a batch, ack,
+//! claim, trim).
+//!
+//! Replies are parsed from raw [`redis::Value`]s without building a map per entry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, RedisResult, Value};
+
+use crate::event::{EntryId, Event, NewEvent};
+
+/// `XADD <stream> * [s <body>] [k v ...]`.
+pub(crate) fn xadd(event: &NewEvent) -> Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(&event.stream).arg("*");
+    for (k, v) in event.fields() {
+        cmd.arg(k).arg(v);
+    }
+    cmd
+}
+
+/// `XGROUP CREATE <stream> <group> 0 MKSTREAM`; an existing group is fine.
+pub(crate) async fn create_group<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+    group: &str,
+) -> RedisResult<()> {
+    let result: RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(con)
+        .await;
+    match result {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// True when the error says the stream or the group does not exist (FLUSHALL, restart
+/// without persistence, stream deleted).
+pub(crate) fn is_no_group(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP")
+}
+
+/// An entry as returned by XREADGROUP/XAUTOCLAIM: `None` fields mean the entry was deleted
+/// while pending.
+pub(crate) struct RawEntry {
+    pub(crate) id: EntryId,
+    pub(crate) fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl RawEntry {
+    /// Turns the entry into an event; a deleted entry becomes an event with no body and no
+    /// metadata (the consumer dead-letters those).
+    pub(crate) fn into_event(self, stream: &Arc<str>) -> Event {
+        Event::from_fields(stream.clone(), self.id, self.fields.unwrap_or_default())
+    }
+}
+
+/// `XREADGROUP GROUP g c COUNT n [BLOCK ms] STREAMS s1 s2 ... id1 id2 ...`.
+pub(crate) fn xreadgroup(
+    group: &str,
+    consumer: &str,
+    count: usize,
+    block: Option<Duration>,
+    streams: &[(&str, String)],
+) -> Cmd {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count);
+    if let Some(block) = block {
+        cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+    }
+    cmd.arg("STREAMS");
+    for (stream, _) in streams {
+        cmd.arg(*stream);
+    }
+    for (_, id) in streams {
+        cmd.arg(id.as_str());
+    }
+    cmd
+}
+
+/// Parses an XREAD/XREADGROUP reply (RESP2 arrays or RESP3 maps) into `(stream, entries)`.
+pub(crate) fn parse_read_reply(value: Value) -> RedisResult<Vec<(String, Vec<RawEntry>)>> {
+    let pairs: Vec<(Value, Value)> = match value {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Map(pairs) => pairs,
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Array(mut kv) if kv.len() == 2 => {
+                    let entries = kv.pop().unwrap_or(Value::Nil);
+                    let name = kv.pop().unwrap_or(Value::Nil);
+                    Ok((name, entries))
+                }
+                other => Err(invalid("stream reply", &other)),
+            })
+            .collect::<RedisResult<_>>()?,
+        other => return Err(invalid("stream reply", &other)),
+    };
+    pairs
+        .into_iter()
+        .map(|(name, entries)| Ok((string(name)?, parse_entries(entries)?)))
+        .collect()
+}
+
+/// Parses a list of `[id, [f1, v1, ...] | nil]` entries.
+pub(crate) fn parse_entries(value: Value) -> RedisResult<Vec<RawEntry>> {
+    let items = match value {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        other => return Err(invalid("entry list", &other)),
+    };
+    let mut entries = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(mut parts) = item else {
+            return Err(invalid("entry", &item));
+        };
+        if parts.len() != 2 {
+            return Err(invalid("entry", &Value::Array(parts)));
+        }
+        let fields = parts.pop().unwrap_or(Value::Nil);
+        let id = parse_id(parts.pop().unwrap_or(Value::Nil))?;
+        let fields = match fields {
+            Value::Nil => None,
+            Value::Array(flat) => {
+                let mut pairs = Vec::with_capacity(flat.len() / 2);
+                let mut iter = flat.into_iter();
+                while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
+                    pairs.push((bytes(k)?, bytes(v)?));
+                }
+                Some(pairs)
+            }
+            Value::Map(map) => Some(
+                map.into_iter()
+                    .map(|(k, v)| Ok((bytes(k)?, bytes(v)?)))
+                    .collect::<RedisResult<_>>()?,
+            ),
+            other => return Err(invalid("entry fields", &other)),
+        };
+        entries.push(RawEntry { id, fields });
+    }
+    Ok(entries)
+}
+
+/// One entry of `XPENDING <stream> <group> <start> <end> <count> [consumer]`.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingEntry {
+    pub(crate) id: EntryId,
+    pub(crate) deliveries: u32,
+}
+
+/// The extended form of XPENDING: up to `count` pending entries from `start` to `end`
+/// (inclusive), optionally of one consumer.
+pub(crate) async fn pending_range<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+    group: &str,
+    start: &str,
+    end: &str,
+    count: usize,
+    consumer: Option<&str>,
+) -> RedisResult<Vec<PendingEntry>> {
+    let mut cmd = redis::cmd("XPENDING");
+    cmd.arg(stream).arg(group).arg(start).arg(end).arg(count);
+    if let Some(consumer) = consumer {
+        cmd.arg(consumer);
+    }
+    let value: Value = cmd.query_async(con).await?;
+    let Value::Array(items) = value else {
+        return Ok(Vec::new());
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Array(parts) = item else {
+                return Err(invalid("pending entry", &item));
+            };
+            let mut parts = parts.into_iter();
+            let (Some(id), Some(_consumer), Some(_idle), Some(deliveries)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "short XPENDING entry",
+                )));
+            };
+            Ok(PendingEntry {
+                id: parse_id(id)?,
+                deliveries: int(deliveries)?.clamp(0, u32::MAX as i64) as u32,
+            })
+        })
+        .collect()
+}
+
+/// `XCLAIM <stream> <group> <consumer> 0 <ids...> JUSTID`: moves ownership without counting
+/// a delivery.
+pub(crate) fn xclaim_justid(stream: &str, group: &str, consumer: &str, ids: &[EntryId]) -> Cmd {
+    let mut cmd = redis::cmd("XCLAIM");
+    cmd.arg(stream).arg(group).arg(consumer).arg(0);
+    for id in ids {
+        cmd.arg(id.to_string());
+    }
+    cmd.arg("JUSTID");
+    cmd
+}
+
+/// `XAUTOCLAIM <stream> <group> <consumer> <min-idle> <start> COUNT n`: returns the next
+/// cursor and the claimed entries (with their data; deleted ones are dropped by Redis).
+pub(crate) async fn autoclaim<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    min_idle: Duration,
+    start: &str,
+    count: usize,
+) -> RedisResult<(String, Vec<RawEntry>)> {
+    let value: Value = redis::cmd("XAUTOCLAIM")
+        .arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(min_idle.as_millis() as u64)
+        .arg(start)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(con)
+        .await?;
+    let Value::Array(parts) = value else {
+        return Err(invalid("XAUTOCLAIM reply", &value));
+    };
+    let mut parts = parts.into_iter();
+    let cursor = string(parts.next().unwrap_or(Value::Nil))?;
+    let entries = parse_entries(parts.next().unwrap_or(Value::Nil))?;
+    Ok((cursor, entries))
+}
+
+/// What XINFO GROUPS says about one group.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupInfo {
+    pub(crate) name: String,
+    pub(crate) pending: u64,
+    pub(crate) last_delivered: EntryId,
+    pub(crate) lag: Option<u64>,
+}
+
+/// `XINFO GROUPS <stream>`; an empty list when the stream does not exist.
+pub(crate) async fn groups_info<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+) -> RedisResult<Vec<GroupInfo>> {
+    let value: Value = match redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(con)
+        .await
+    {
+        Ok(value) => value,
+        Err(e) if is_no_such_key(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let Value::Array(groups) = value else {
+        return Ok(Vec::new());
+    };
+    groups
+        .into_iter()
+        .map(|group| {
+            let mut info = GroupInfo {
+                name: String::new(),
+                pending: 0,
+                last_delivered: EntryId::ZERO,
+                lag: None,
+            };
+            for (key, value) in key_values(group)? {
+                match key.as_str() {
+                    "name" => info.name = string(value)?,
+                    "pending" => info.pending = int(value)?.max(0) as u64,
+                    "last-delivered-id" => info.last_delivered = parse_id(value)?,
+                    "lag" => info.lag = int(value).ok().map(|l| l.max(0) as u64),
+                    _ => {}
+                }
+            }
+            Ok(info)
+        })
+        .collect()
+}
+
+/// What XINFO CONSUMERS says about one consumer.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerInfo {
+    pub(crate) name: String,
+    pub(crate) pending: u64,
+    pub(crate) idle: Duration,
+}
+
+/// `XINFO CONSUMERS <stream> <group>`.
+pub(crate) async fn consumers_info<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+    group: &str,
+) -> RedisResult<Vec<ConsumerInfo>> {
+    let value: Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg(group)
+        .query_async(con)
+        .await?;
+    let Value::Array(consumers) = value else {
+        return Ok(Vec::new());
+    };
+    consumers
+        .into_iter()
+        .map(|consumer| {
+            let mut info = ConsumerInfo {
+                name: String::new(),
+                pending: 0,
+                idle: Duration::ZERO,
+            };
+            for (key, value) in key_values(consumer)? {
+                match key.as_str() {
+                    "name" => info.name = string(value)?,
+                    "pending" => info.pending = int(value)?.max(0) as u64,
+                    "idle" => info.idle = Duration::from_millis(int(value)?.max(0) as u64),
+                    _ => {}
+                }
+            }
+            Ok(info)
+        })
+        .collect()
+}
+
+/// The oldest pending entry of a group (`XPENDING <stream> <group>` summary), if any.
+pub(crate) async fn oldest_pending<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+    group: &str,
+) -> RedisResult<Option<EntryId>> {
+    let value: Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(con)
+        .await?;
+    let Value::Array(parts) = value else {
+        return Ok(None);
+    };
+    match parts.into_iter().nth(1) {
+        Some(Value::Nil) | None => Ok(None),
+        Some(id) => parse_id(id).map(Some),
+    }
+}
+
+/// The ID of the `n`-th entry (1-based) of a stream, if the stream has that many.
+pub(crate) async fn nth_entry_id<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+    n: usize,
+) -> RedisResult<Option<EntryId>> {
+    let value: Value = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(n)
+        .query_async(con)
+        .await?;
+    let entries = parse_entries(value)?;
+    Ok(if entries.len() == n {
+        entries.last().map(|e| e.id)
+    } else {
+        None
+    })
+}
+
+/// `XTRIM <stream> MINID <id>`: deletes entries with an ID below `id`; returns how many.
+pub(crate) fn xtrim_minid(stream: &str, min_id: EntryId) -> Cmd {
+    let mut cmd = redis::cmd("XTRIM");
+    cmd.arg(stream).arg("MINID").arg(min_id.to_string());
+    cmd
+}
+
+/// The server's clock in milliseconds (`TIME`).
+pub(crate) async fn server_time_ms<C: ConnectionLike>(con: &mut C) -> RedisResult<u64> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(con).await?;
+    Ok(secs * 1000 + micros / 1000)
+}
+
+fn is_no_such_key(e: &redis::RedisError) -> bool {
+    e.to_string().contains("no such key")
+}
+
+fn key_values(value: Value) -> RedisResult<Vec<(String, Value)>> {
+    match value {
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .map(|(k, v)| Ok((string(k)?, v)))
+            .collect(),
+        Value::Array(flat) => {
+            let mut out = Vec::with_capacity(flat.len() / 2);
+            let mut iter = flat.into_iter();
+            while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
+                out.push((string(k)?, v));
+            }
+            Ok(out)
+        }
+        other => Err(invalid("key/value reply", &other)),
+    }
+}
+
+pub(crate) fn parse_id(value: Value) -> RedisResult<EntryId> {
+    let text = string(value)?;
+    text.parse().map_err(|e: String| {
+        redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "bad entry ID", e))
+    })
+}
+
+pub(crate) fn bytes(value: Value) -> RedisResult<Vec<u8>> {
+    match value {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        Value::VerbatimString { text, .. } => Ok(text.into_bytes()),
+        Value::Int(i) => Ok(i.to_string().into_bytes()),
+        Value::Okay => Ok(b"OK".to_vec()),
+        other => Err(invalid("string", &other)),
+    }
+}
+
+pub(crate) fn string(value: Value) -> RedisResult<String> {
+    String::from_utf8(bytes(value)?).map_err(|_| {
+        redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "non-UTF-8 string"))
+    })
+}
+
+fn int(value: Value) -> RedisResult<i64> {
+    match value {
+        Value::Int(i) => Ok(i),
+        Value::BulkString(b) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "not an integer"))
+            }),
+        other => Err(invalid("integer", &other)),
+    }
+}
+
+fn invalid(what: &'static str, value: &Value) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply",
+        format!("{what}: {value:?}"),
+    ))
+}

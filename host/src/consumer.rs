@@ -1,0 +1,766 @@
+//! Consumers: read a group's streams in batches, hand them to a handler, commit the outcome.
+//!
+//! One running consumer per `(group, nr)`, guarded by the lock `<group>_consumer-<nr>`.
+//! A consumer first re-reads its own pending entries (ID `0`), then new ones (`>`), blocking
+//! up to its block time. Failed batches stay pending and are re-read after the retry delay;
+//! entries claimed to this consumer are picked up by the next pending pass.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::{self, RawEntry};
+use crate::commit::{CommitBatch, LOCK_LOST};
+use crate::engine::Engine;
+use crate::error::{Error, PoolContext, Result};
+use crate::event::{EntryId, Event, NewEvent};
+use crate::lock::Lock;
+use crate::registry::GroupDef;
+
+/// What a handler decided for one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled: acknowledge it.
+    Ack,
+    /// Not now: leave it pending; it is delivered again after the retry delay.
+    Retry(String),
+    /// Never: move it to the dead-letter stream with this reason, and acknowledge it.
+    DeadLetter(String),
+}
+
+/// A handler's answer for a batch: one outcome per event (in order) and the events it
+/// publishes, committed atomically with the acknowledgements.
+#[derive(Clone, Debug, Default)]
+pub struct Decision {
+    /// One outcome per event of the batch.
+    pub outcomes: Vec<Outcome>,
+    /// Events to publish together with the acknowledgements.
+    pub publishes: Vec<NewEvent>,
+}
+
+impl Decision {
+    /// Acknowledge all `n` events, publish nothing.
+    pub fn ack_all(n: usize) -> Self {
+        Decision {
+            outcomes: vec![Outcome::Ack; n],
+            publishes: Vec::new(),
+        }
+    }
+}
+
+/// Handles batches for [`Consumer::consume_with`]. An `Err` leaves the whole batch pending;
+/// a panic is caught and treated the same way.
+pub trait BatchHandler: Send {
+    /// Decides what happens to `events`.
+    fn handle<'a>(
+        &'a mut self,
+        events: &'a [Event],
+    ) -> impl Future<Output = anyhow::Result<Decision>> + Send + 'a;
+}
+
+/// Adapts an async closure `|events| async { Ok(()) }` (all acknowledged, or none).
+struct FnHandler<F>(F);
+
+impl<F, Fut> BatchHandler for FnHandler<F>
+where
+    F: FnMut(Vec<Event>) -> Fut + Send,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    fn handle<'a>(
+        &'a mut self,
+        events: &'a [Event],
+    ) -> impl Future<Output = anyhow::Result<Decision>> + Send + 'a {
+        let n = events.len();
+        let fut = (self.0)(events.to_vec());
+        async move {
+            fut.await?;
+            Ok(Decision::ack_all(n))
+        }
+    }
+}
+
+/// Tunables of a [`Consumer`]; every field has a sensible default.
+#[derive(Clone, Debug)]
+pub struct ConsumerOptions {
+    /// Keep reading (block for new events) rather than drain and return. Default `true`.
+    pub looping: bool,
+    /// How long one read blocks waiting for new events. Default 5 s.
+    pub block: Duration,
+    /// TTL of the single-runner lock; it is refreshed every third of it. Default 30 s.
+    pub lock_ttl: Duration,
+    /// How long a failed batch waits before it is delivered again. Default 1 s.
+    pub retry_delay: Duration,
+    /// How often the consumer re-reads its pending entries (claimed ones included) while
+    /// busy; it also does so whenever a blocking read comes back empty. Default 30 s.
+    pub pending_interval: Duration,
+    /// Reclaim other consumers' entries pending longer than this (`XAUTOCLAIM`) at each
+    /// pending pass. Default `None` (only [`Consumer::claim`] moves entries).
+    pub reclaim_idle: Option<Duration>,
+    /// After this many deliveries an entry goes to the dead-letter stream. Default `None`
+    /// (retry forever).
+    pub max_deliveries: Option<u32>,
+    /// Where dead-lettered entries go. Default `<group>-dead-letter`.
+    pub dead_letter_stream: String,
+}
+
+impl ConsumerOptions {
+    fn for_group(group: &str) -> Self {
+        ConsumerOptions {
+            looping: true,
+            block: Duration::from_secs(5),
+            lock_ttl: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(1),
+            pending_interval: Duration::from_secs(30),
+            reclaim_idle: None,
+            max_deliveries: None,
+            dead_letter_stream: format!("{group}-dead-letter"),
+        }
+    }
+}
+
+/// Reads a consumer group's streams; see the [module docs](self).
+pub struct Consumer {
+    engine: Engine,
+    group: GroupDef,
+    options: ConsumerOptions,
+}
+
+/// The name of consumer number `nr`: `consumer-<nr>`.
+pub fn consumer_name(nr: u32) -> String {
+    format!("consumer-{nr}")
+}
+
+/// The single-runner lock key of consumer `nr` of `group`: `<group>_consumer-<nr>`.
+pub fn lock_key(group: &str, nr: u32) -> String {
+    format!("{group}_consumer-{nr}")
+}
+
+impl Consumer {
+    pub(crate) fn new(engine: Engine, group: GroupDef) -> Self {
+        let options = ConsumerOptions::for_group(&group.name);
+        Consumer {
+            engine,
+            group,
+            options,
+        }
+    }
+
+    /// The group this consumer reads.
+    pub fn group(&self) -> &str {
+        &self.group.name
+    }
+
+    /// Drain mode: read everything there is (pending first), then return `true` instead of
+    /// blocking for more.
+    pub fn disable_loop(&mut self) -> &mut Self {
+        self.options.looping = false;
+        self
+    }
+
+    /// Sets how long one read blocks for new events.
+    pub fn set_block_time(&mut self, block: Duration) -> &mut Self {
+        self.options.block = block;
+        self
+    }
+
+    /// Sets the lock TTL (refreshed every third of it).
+    pub fn set_lock_ttl(&mut self, ttl: Duration) -> &mut Self {
+        self.options.lock_ttl = ttl;
+        self
+    }
+
+    /// The options, for reading or changing several at once.
+    pub fn options_mut(&mut self) -> &mut ConsumerOptions {
+        &mut self.options
+    }
+
+    /// Runs consumer number 1; see [`consume_many`](Self::consume_many).
+    pub async fn consume<F, Fut>(
+        &self,
+        cancel: CancellationToken,
+        count: usize,
+        handler: F,
+    ) -> Result<bool>
+    where
+        F: FnMut(Vec<Event>) -> Fut + Send,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.consume_many(cancel, 1, count, handler).await
+    }
+
+    /// Runs consumer `consumer-<nr>` with batches of at most `count` events (across all the
+    /// group's streams, publish order kept within each stream).
+    ///
+    /// `handler` returning `Ok` acknowledges the batch; `Err` (or a panic) leaves it pending
+    /// for a later retry and the consumer carries on. Returns `Ok(false)` at once, without
+    /// calling the handler, when this consumer runs elsewhere, and `Ok(false)` when its lock
+    /// is lost; `Ok(true)` when `cancel` fires (the batch in flight finishes and commits
+    /// first) or, with [`disable_loop`](Self::disable_loop), when everything is drained.
+    pub async fn consume_many<F, Fut>(
+        &self,
+        cancel: CancellationToken,
+        nr: u32,
+        count: usize,
+        handler: F,
+    ) -> Result<bool>
+    where
+        F: FnMut(Vec<Event>) -> Fut + Send,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.consume_with(cancel, nr, count, FnHandler(handler))
+            .await
+    }
+
+    /// Like [`consume_many`](Self::consume_many), with a handler that decides per event and
+    /// publishes atomically with its acknowledgements.
+    pub async fn consume_with<H: BatchHandler>(
+        &self,
+        cancel: CancellationToken,
+        nr: u32,
+        count: usize,
+        handler: H,
+    ) -> Result<bool> {
+        if nr == 0 {
+            return Err(Error::InvalidArgument("consumer numbers start at 1".into()));
+        }
+        if count == 0 {
+            return Err(Error::InvalidArgument("count must be at least 1".into()));
+        }
+        let pool = self.engine.pool(&self.group.pool)?;
+        let con = pool.connection().await?;
+        let key = lock_key(&self.group.name, nr);
+        let Some(lock) =
+            Lock::acquire(con.clone(), &pool.name, &key, self.options.lock_ttl).await?
+        else {
+            tracing::info!(group = %self.group.name, consumer = nr, "consumer already runs elsewhere");
+            return Ok(false);
+        };
+        let mut run = Run {
+            consumer: self,
+            name: consumer_name(nr),
+            con,
+            reader: None,
+            streams: self
+                .group
+                .streams
+                .iter()
+                .map(|s| Arc::<str>::from(s.as_str()))
+                .collect(),
+            queue: VecDeque::new(),
+            pending: None,
+            pending_due: Instant::now(),
+            retry_at: None,
+            groups_ready: false,
+            backoff: Backoff::default(),
+            lock: &lock,
+            count,
+            cancel,
+        };
+        let result = run.run(handler).await;
+        let lost = lock.lost().is_cancelled() || matches!(result, Err(Error::LockLost(_)));
+        if let Err(e) = lock.release().await {
+            tracing::warn!(error = %e, "cannot release consumer lock; it expires by itself");
+        }
+        match result {
+            Err(Error::LockLost(_)) => Ok(false),
+            Ok(_) if lost => Ok(false),
+            other => other,
+        }
+    }
+
+    /// Moves every pending entry of `consumer-<from>` to `consumer-<to>`, on all the group's
+    /// streams, and returns how many moved. Claiming does not count as a delivery.
+    pub async fn claim(&self, from: u32, to: u32) -> Result<u64> {
+        let pool = self.engine.pool(&self.group.pool)?;
+        let mut con = pool.connection().await?;
+        let (from, to) = (consumer_name(from), consumer_name(to));
+        let mut moved = 0;
+        for stream in &self.group.streams {
+            loop {
+                let page = match commands::pending_range(
+                    &mut con,
+                    stream,
+                    &self.group.name,
+                    "-",
+                    "+",
+                    1000,
+                    Some(&from),
+                )
+                .await
+                {
+                    Ok(page) => page,
+                    Err(e) if commands::is_no_group(&e) => break,
+                    Err(e) => return Err(e).pool(&pool.name),
+                };
+                if page.is_empty() {
+                    break;
+                }
+                let ids: Vec<EntryId> = page.iter().map(|p| p.id).collect();
+                let claimed: Vec<String> =
+                    commands::xclaim_justid(stream, &self.group.name, &to, &ids)
+                        .query_async(&mut con)
+                        .await
+                        .pool(&pool.name)?;
+                moved += claimed.len() as u64;
+                if claimed.is_empty() {
+                    // Entries deleted while pending cannot be claimed; stop rather than spin.
+                    break;
+                }
+            }
+        }
+        Ok(moved)
+    }
+}
+
+/// The state of one running consumer.
+struct Run<'a> {
+    consumer: &'a Consumer,
+    name: String,
+    con: ConnectionManager,
+    reader: Option<Reader>,
+    streams: Vec<Arc<str>>,
+    /// Entries delivered to us but not handled yet (a read may return more than `count`).
+    queue: VecDeque<Event>,
+    /// The pending pass in progress: per stream index, the last ID seen.
+    pending: Option<Vec<(usize, EntryId)>>,
+    pending_due: Instant,
+    /// When failed batches are due again (they are re-read by a pending pass).
+    retry_at: Option<Instant>,
+    groups_ready: bool,
+    backoff: Backoff,
+    lock: &'a Lock,
+    count: usize,
+    cancel: CancellationToken,
+}
+
+/// A connection for blocking reads, with its server-side client ID (to unblock it).
+struct Reader {
+    con: MultiplexedConnection,
+    id: i64,
+}
+
+enum Fetched {
+    /// Entries were queued (or the pending pass advanced).
+    Progress,
+    /// Nothing new to read.
+    Empty,
+    /// Cancelled or lock lost while waiting.
+    Interrupted,
+}
+
+impl Run<'_> {
+    fn group(&self) -> &str {
+        &self.consumer.group.name
+    }
+
+    fn options(&self) -> &ConsumerOptions {
+        &self.consumer.options
+    }
+
+    async fn run<H: BatchHandler>(&mut self, mut handler: H) -> Result<bool> {
+        loop {
+            if self.lock.lost().is_cancelled() {
+                return Err(Error::LockLost(self.lock.key().to_string()));
+            }
+            if self.cancel.is_cancelled() {
+                return Ok(true);
+            }
+            if self.queue.is_empty() {
+                match self.fetch().await {
+                    Ok(Fetched::Progress) => self.backoff.reset(),
+                    Ok(Fetched::Interrupted) => continue,
+                    Ok(Fetched::Empty) => {
+                        self.backoff.reset();
+                        if !self.options().looping {
+                            return Ok(true);
+                        }
+                        // Idle: look at our pending entries (claimed ones) next, unless
+                        // failed ones wait for their retry time.
+                        if self.retry_at.is_none() {
+                            self.pending_due = Instant::now();
+                        }
+                    }
+                    Err(e) => {
+                        self.on_redis_error(&e);
+                        let delay = self.backoff.next();
+                        tokio::select! {
+                            _ = self.cancel.cancelled() => {}
+                            _ = self.lock.lost().cancelled() => {}
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+                continue;
+            }
+            let take = self.queue.len().min(self.count);
+            let batch: Vec<Event> = self.queue.drain(..take).collect();
+            self.handle(&mut handler, batch).await?;
+        }
+    }
+
+    fn on_redis_error(&mut self, e: &redis::RedisError) {
+        if commands::is_no_group(e) {
+            tracing::warn!(group = %self.group(), streams = ?self.consumer.group.streams, "consumer group or stream vanished (FLUSHALL, restart without persistence, or deleted); recreating it");
+            self.groups_ready = false;
+            self.pending = None;
+        } else {
+            tracing::warn!(group = %self.group(), consumer = %self.name, error = %e, "redis error while consuming; retrying");
+        }
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+            self.reader = None;
+        }
+    }
+
+    /// Reads the next entries into the queue: a page of the pending pass when one is due,
+    /// new entries otherwise.
+    async fn fetch(&mut self) -> redis::RedisResult<Fetched> {
+        if !self.groups_ready {
+            for stream in &self.consumer.group.streams {
+                commands::create_group(&mut self.con, stream, &self.consumer.group.name).await?;
+            }
+            self.groups_ready = true;
+        }
+        let now = Instant::now();
+        if self.pending.is_none()
+            && (now >= self.pending_due || self.retry_at.is_some_and(|t| now >= t))
+        {
+            self.retry_at = None;
+            if let Some(min_idle) = self.options().reclaim_idle {
+                self.reclaim(min_idle).await?;
+            }
+            self.pending = Some(
+                (0..self.streams.len())
+                    .map(|i| (i, EntryId::ZERO))
+                    .collect(),
+            );
+        }
+        if self.pending.is_some() {
+            return self.fetch_pending().await;
+        }
+        self.fetch_new().await
+    }
+
+    /// One page of our own pending entries, with their delivery counts.
+    async fn fetch_pending(&mut self) -> redis::RedisResult<Fetched> {
+        let cursors = self.pending.clone().unwrap_or_default();
+        if cursors.is_empty() {
+            self.pending = None;
+            self.pending_due = Instant::now() + self.options().pending_interval;
+            return Ok(Fetched::Progress);
+        }
+        let args: Vec<(&str, String)> = cursors
+            .iter()
+            .map(|(i, id)| (&*self.streams[*i], id.to_string()))
+            .collect();
+        let reply = commands::xreadgroup(self.group(), &self.name, self.count, None, &args)
+            .query_async(&mut self.con)
+            .await?;
+        let mut next = Vec::new();
+        let mut fetched = Vec::new();
+        for (name, entries) in commands::parse_read_reply(reply)? {
+            let Some(&(i, _)) = cursors.iter().find(|(i, _)| *self.streams[*i] == *name) else {
+                continue;
+            };
+            if let Some(last) = entries.last() {
+                next.push((i, last.id));
+                fetched.push((i, entries));
+            }
+        }
+        self.pending = Some(next);
+        for (i, entries) in fetched {
+            let stream = self.streams[i].clone();
+            let (first, last) = (
+                entries[0].id.to_string(),
+                entries[entries.len() - 1].id.to_string(),
+            );
+            let counts: BTreeMap<EntryId, u32> = commands::pending_range(
+                &mut self.con,
+                &stream,
+                &self.consumer.group.name,
+                &first,
+                &last,
+                entries.len(),
+                Some(&self.name),
+            )
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.deliveries))
+            .collect();
+            self.enqueue(&stream, entries, |id| counts.get(&id).copied().unwrap_or(1));
+        }
+        self.sort_queue();
+        Ok(Fetched::Progress)
+    }
+
+    /// New entries (`>`), blocking unless draining; cancellation and lock loss interrupt
+    /// the wait at once.
+    async fn fetch_new(&mut self) -> redis::RedisResult<Fetched> {
+        let args: Vec<(&str, String)> = self
+            .streams
+            .iter()
+            .map(|s| (&**s, ">".to_string()))
+            .collect();
+        let block = if self.options().looping {
+            let next_pass = self
+                .retry_at
+                .map_or(self.pending_due, |t| t.min(self.pending_due));
+            let until_pending = next_pass.saturating_duration_since(Instant::now());
+            Some(
+                self.options()
+                    .block
+                    .min(until_pending)
+                    .max(Duration::from_millis(1)),
+            )
+        } else {
+            None
+        };
+        let cmd = commands::xreadgroup(self.group(), &self.name, self.count, block, &args);
+        let reply = match block {
+            None => cmd.query_async(&mut self.con).await?,
+            Some(block) => {
+                if self.reader.is_none() {
+                    self.reader = Some(self.open_reader(block).await?);
+                }
+                let reader = self.reader.as_mut().expect("reader was just opened");
+                let id = reader.id;
+                let read = cmd.query_async::<redis::Value>(&mut reader.con);
+                tokio::select! {
+                    reply = read => reply?,
+                    _ = self.cancel.cancelled() => return self.interrupt_read(id).await,
+                    _ = self.lock.lost().cancelled() => return self.interrupt_read(id).await,
+                }
+            }
+        };
+        let mut any = false;
+        for (name, entries) in commands::parse_read_reply(reply)? {
+            let Some(stream) = self.streams.iter().find(|s| ***s == name).cloned() else {
+                continue;
+            };
+            any |= !entries.is_empty();
+            self.enqueue(&stream, entries, |_| 1);
+        }
+        self.sort_queue();
+        Ok(if any {
+            Fetched::Progress
+        } else {
+            Fetched::Empty
+        })
+    }
+
+    async fn open_reader(&self, block: Duration) -> redis::RedisResult<Reader> {
+        let pool = self
+            .consumer
+            .engine
+            .pool(&self.consumer.group.pool)
+            .map_err(to_redis)?;
+        // Above the longest block, so a blocking read is never cut short by the client.
+        let timeout = self.options().block.max(block) + Duration::from_secs(5);
+        let mut con = pool.dedicated(timeout).await.map_err(to_redis)?;
+        let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut con).await?;
+        Ok(Reader { con, id })
+    }
+
+    /// Unblocks our blocked read server-side, so nothing is delivered to a reader that no
+    /// longer listens, and drops the reader connection.
+    async fn interrupt_read(&mut self, id: i64) -> redis::RedisResult<Fetched> {
+        self.reader = None;
+        let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(id)
+            .query_async(&mut self.con)
+            .await;
+        Ok(Fetched::Interrupted)
+    }
+
+    fn enqueue(
+        &mut self,
+        stream: &Arc<str>,
+        entries: Vec<RawEntry>,
+        deliveries: impl Fn(EntryId) -> u32,
+    ) {
+        for entry in entries {
+            let mut event = entry.into_event(stream);
+            event.deliveries = deliveries(event.id);
+            self.queue.push_back(event);
+        }
+    }
+
+    /// Orders queued entries by ID across streams (a stable sort keeps each stream's order).
+    fn sort_queue(&mut self) {
+        if self.streams.len() > 1 {
+            self.queue.make_contiguous().sort_by_key(|e| e.id);
+        }
+    }
+
+    /// XAUTOCLAIM of every entry idle longer than `min_idle` into this consumer.
+    async fn reclaim(&mut self, min_idle: Duration) -> redis::RedisResult<()> {
+        for stream in &self.consumer.group.streams {
+            let mut cursor = "0-0".to_string();
+            loop {
+                let (next, entries) = commands::autoclaim(
+                    &mut self.con,
+                    stream,
+                    &self.consumer.group.name,
+                    &self.name,
+                    min_idle,
+                    &cursor,
+                    1000,
+                )
+                .await?;
+                if !entries.is_empty() {
+                    tracing::info!(group = %self.group(), consumer = %self.name, stream = %stream, entries = entries.len(), "reclaimed idle entries");
+                }
+                if next == "0-0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one batch and commits the outcome. Only a lost lock is an error here:
+    /// handler failures and commit failures leave the batch pending for a retry.
+    async fn handle<H: BatchHandler>(&mut self, handler: &mut H, batch: Vec<Event>) -> Result<()> {
+        let group = self.consumer.group.name.clone();
+        let dead_letter_stream = self.options().dead_letter_stream.clone();
+        let max = self.options().max_deliveries;
+        let mut commit = CommitBatch::default();
+        // Entries that cannot be handled never reach the handler.
+        let (events, hopeless): (Vec<Event>, Vec<Event>) = batch.into_iter().partition(|e| {
+            let deleted = e.body.is_none() && e.meta.is_empty();
+            let exhausted = max.is_some_and(|m| e.deliveries > m);
+            !(deleted || exhausted)
+        });
+        for event in &hopeless {
+            let reason = if event.body.is_none() && event.meta.is_empty() {
+                "entry has no data (deleted while pending)".to_string()
+            } else {
+                format!(
+                    "delivered {} times (max-deliveries {})",
+                    event.deliveries,
+                    max.unwrap_or(0)
+                )
+            };
+            tracing::warn!(group = %group, stream = %event.stream, id = %event.id, %reason, "dead-lettering entry");
+            commit.dead_letter(&dead_letter_stream, &group, event, &reason);
+        }
+        let mut failed = false;
+        if !events.is_empty() {
+            let call = AssertUnwindSafe(handler.handle(&events)).catch_unwind();
+            let result = tokio::select! {
+                result = call => result,
+                _ = self.lock.lost().cancelled() => return Err(Error::LockLost(self.lock.key().to_string())),
+            };
+            let decision = match result {
+                Ok(Ok(decision)) if decision.outcomes.len() == events.len() => Some(decision),
+                Ok(Ok(decision)) => {
+                    tracing::error!(group = %group, consumer = %self.name, events = events.len(), outcomes = decision.outcomes.len(), "handler returned the wrong number of outcomes; retrying the whole batch");
+                    None
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(group = %group, consumer = %self.name, events = events.len(), error = format!("{e:#}"), "handler failed; the batch stays pending");
+                    None
+                }
+                Err(panic) => {
+                    tracing::error!(group = %group, consumer = %self.name, events = events.len(), panic = panic_message(&panic), "handler panicked; the batch stays pending");
+                    None
+                }
+            };
+            match decision {
+                Some(decision) => {
+                    for event in &decision.publishes {
+                        commit.publish(event);
+                    }
+                    let mut acks: BTreeMap<&str, Vec<EntryId>> = BTreeMap::new();
+                    for (event, outcome) in events.iter().zip(&decision.outcomes) {
+                        match outcome {
+                            Outcome::Ack => acks.entry(event.stream()).or_default().push(event.id),
+                            Outcome::DeadLetter(reason) => {
+                                commit.dead_letter(&dead_letter_stream, &group, event, reason)
+                            }
+                            Outcome::Retry(reason)
+                                if max.is_some_and(|m| event.deliveries >= m) =>
+                            {
+                                let reason = format!(
+                                    "{reason} (gave up after {} deliveries)",
+                                    event.deliveries
+                                );
+                                commit.dead_letter(&dead_letter_stream, &group, event, &reason);
+                            }
+                            Outcome::Retry(_) => failed = true,
+                        }
+                    }
+                    for (stream, ids) in acks {
+                        commit.ack(stream, &group, &ids);
+                    }
+                }
+                None => {
+                    failed = true;
+                    if let Some(m) = max {
+                        for event in events.iter().filter(|e| e.deliveries >= m) {
+                            let reason = format!("handler failed {} times", event.deliveries);
+                            commit.dead_letter(&dead_letter_stream, &group, event, &reason);
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(e) = commit
+            .run(&mut self.con, Some((self.lock.key(), self.lock.token())))
+            .await
+        {
+            if e.code() == Some(LOCK_LOST) {
+                return Err(Error::LockLost(self.lock.key().to_string()));
+            }
+            tracing::warn!(group = %group, consumer = %self.name, error = %e, "commit failed; the batch stays pending");
+            self.on_redis_error(&e);
+            failed = true;
+        }
+        if failed {
+            let at = Instant::now() + self.options().retry_delay;
+            self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
+        }
+        Ok(())
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
+fn to_redis(e: Error) -> redis::RedisError {
+    match e {
+        Error::Redis { source, .. } => source,
+        other => redis::RedisError::from((redis::ErrorKind::Client, "consumer", other.to_string())),
+    }
+}
+
+/// Exponential backoff for Redis errors: 100 ms doubling to 5 s.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let delay =
+            Duration::from_millis(100u64 << self.attempt.min(6)).min(Duration::from_secs(5));
+        self.attempt += 1;
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}

@@ -1,0 +1,141 @@
+//! Statistics: per stream its length, per group pending, lag and consumers.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::commands;
+use crate::engine::Engine;
+use crate::error::{PoolContext, Result};
+
+/// Statistics of one registered stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatistics {
+    /// Stream name.
+    pub name: String,
+    /// The pool it lives in.
+    pub pool: String,
+    /// Entries in the stream (`XLEN`).
+    pub length: u64,
+    /// Every group on the stream: the registered ones (created or not) and any others.
+    pub groups: Vec<GroupStatistics>,
+}
+
+/// Statistics of one consumer group on one stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatistics {
+    /// Group name.
+    pub name: String,
+    /// Whether the group is registered for this stream.
+    pub registered: bool,
+    /// Whether the group exists in Redis (it is created when a consumer first starts).
+    pub created: bool,
+    /// Entries delivered and not acknowledged.
+    pub pending: u64,
+    /// Entries not delivered yet; `None` when Redis cannot tell (after some deletions).
+    pub lag: Option<u64>,
+    /// The last entry delivered to the group.
+    pub last_delivered_id: String,
+    /// Age of the oldest pending entry (by its ID's timestamp, against the server clock).
+    #[serde(serialize_with = "millis")]
+    pub oldest_pending_age: Option<Duration>,
+    /// Consumers with their pending counts.
+    pub consumers: Vec<ConsumerStatistics>,
+}
+
+/// Statistics of one consumer of a group.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerStatistics {
+    /// Consumer name (`consumer-<nr>`).
+    pub name: String,
+    /// Entries delivered to it and not acknowledged.
+    pub pending: u64,
+    /// Time since its last interaction with the group.
+    #[serde(serialize_with = "millis_required")]
+    pub idle: Duration,
+}
+
+fn millis<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+        None => s.serialize_none(),
+    }
+}
+
+fn millis_required<S: serde::Serializer>(
+    d: &Duration,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+pub(crate) async fn collect(engine: &Engine) -> Result<Vec<StreamStatistics>> {
+    let mut out = Vec::new();
+    for stream in engine.registry().streams() {
+        let pool = engine.pool(&stream.pool)?;
+        let mut con = pool.connection().await?;
+        let stats: redis::RedisResult<StreamStatistics> = async {
+            let length: u64 = redis::cmd("XLEN")
+                .arg(&stream.name)
+                .query_async(&mut con)
+                .await?;
+            let now_ms = commands::server_time_ms(&mut con).await?;
+            let infos = commands::groups_info(&mut con, &stream.name).await?;
+            let mut groups = Vec::new();
+            for name in &stream.groups {
+                if !infos.iter().any(|i| &i.name == name) {
+                    groups.push(GroupStatistics {
+                        name: name.clone(),
+                        registered: true,
+                        created: false,
+                        pending: 0,
+                        lag: Some(length),
+                        last_delivered_id: "0-0".into(),
+                        oldest_pending_age: None,
+                        consumers: Vec::new(),
+                    });
+                }
+            }
+            for info in infos {
+                let oldest = if info.pending > 0 {
+                    commands::oldest_pending(&mut con, &stream.name, &info.name).await?
+                } else {
+                    None
+                };
+                let consumers = commands::consumers_info(&mut con, &stream.name, &info.name)
+                    .await?
+                    .into_iter()
+                    .map(|c| ConsumerStatistics {
+                        name: c.name,
+                        pending: c.pending,
+                        idle: c.idle,
+                    })
+                    .collect();
+                groups.push(GroupStatistics {
+                    registered: stream.groups.contains(&info.name),
+                    created: true,
+                    pending: info.pending,
+                    lag: info.lag,
+                    last_delivered_id: info.last_delivered.to_string(),
+                    oldest_pending_age: oldest
+                        .map(|id| Duration::from_millis(now_ms.saturating_sub(id.ms))),
+                    consumers,
+                    name: info.name,
+                });
+            }
+            groups.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(StreamStatistics {
+                name: stream.name.clone(),
+                pool: stream.pool.clone(),
+                length,
+                groups,
+            })
+        }
+        .await;
+        out.push(stats.pool(&pool.name)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,234 @@
+//! Publishing, the flusher and the wire format.
+
+use std::time::Duration;
+
+use beehive::{Error, Event};
+use beehive_tests::{engine, raw, redis, xlen};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Color {
+    color: String,
+    price: f64,
+    tags: Vec<String>,
+    stock: Option<u32>,
+}
+
+async fn drain(engine: &beehive::Engine, group: &str) -> Vec<Event> {
+    let all = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = all.clone();
+    let mut consumer = engine.event_broker().consumer(group).unwrap();
+    consumer.disable_loop();
+    assert!(
+        consumer
+            .consume(CancellationToken::new(), 100, move |events| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().extend(events);
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap()
+    );
+    all.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn bodies_tags_and_meta_only_events_round_trip() {
+    let server = redis();
+    let engine = engine(&server, &[("stream-a", &["g"]), ("stream-b", &["g"])]).await;
+    let broker = engine.event_broker();
+    let red = Color {
+        color: "red".into(),
+        price: 12.34,
+        tags: vec!["a".into(), "b".into()],
+        stock: None,
+    };
+    let blue = Color {
+        color: "blue".into(),
+        price: 0.5,
+        tags: vec![],
+        stock: Some(7),
+    };
+    let mut flusher = broker.new_flusher();
+    flusher
+        .publish("stream-b", &red, &[("version", "1")])
+        .unwrap();
+    flusher
+        .publish("stream-b", &blue, &[("version", "2"), ("source", "test")])
+        .unwrap();
+    flusher
+        .publish("stream-a", "hello", &[] as &[(&str, &str)])
+        .unwrap();
+    flusher
+        .publish_meta("stream-a", &[("url", "/about-us/"), ("ip", "232.12.24.11")])
+        .unwrap();
+    assert_eq!(flusher.len(), 4);
+    let ids = flusher.flush().await.unwrap();
+    assert_eq!(ids.len(), 4);
+    assert!(flusher.is_empty());
+
+    let events = drain(&engine, "g").await;
+    assert_eq!(events.len(), 4);
+    // IDs are unique per stream only.
+    let find = |stream: &str, id: &str| {
+        events
+            .iter()
+            .find(|e| e.stream() == stream && e.id() == id)
+            .unwrap()
+            .clone()
+    };
+    let (e_red, e_blue) = (find("stream-b", &ids[0]), find("stream-b", &ids[1]));
+    let (e_hello, e_meta) = (find("stream-a", &ids[2]), find("stream-a", &ids[3]));
+    assert_eq!(e_red.unserialize::<Color>().unwrap(), red);
+    assert_eq!(e_blue.unserialize::<Color>().unwrap(), blue);
+    assert_eq!(e_red.tag("version"), "1");
+    assert_eq!(e_blue.tag("source"), "test");
+    assert_eq!(e_blue.tag("missing"), "");
+    assert_eq!(e_red.stream(), "stream-b");
+    assert_eq!(e_hello.unserialize::<String>().unwrap(), "hello");
+    assert!(e_hello.meta().is_empty());
+    assert_eq!(e_meta.body(), None);
+    assert_eq!(e_meta.tag("url"), "/about-us/");
+    assert_eq!(e_meta.tag("ip"), "232.12.24.11");
+    let err = e_meta.unserialize::<String>().unwrap_err().to_string();
+    assert!(
+        err.contains("has no body") && err.contains(&e_meta.id()),
+        "{err}"
+    );
+    let err = e_red.unserialize::<u64>().unwrap_err().to_string();
+    assert!(err.contains("cannot decode event"), "{err}");
+}
+
+#[tokio::test]
+async fn the_wire_format_is_messagepack_in_field_s() {
+    let server = redis();
+    let engine = engine(&server, &[("stream-a", &["g"])]).await;
+    let id = engine
+        .event_broker()
+        .publish("stream-a", "a1", &[("k", "v")])
+        .await
+        .unwrap();
+    let mut con = raw(&server).await;
+    let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg("stream-a")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        entries,
+        vec![(
+            id,
+            vec![
+                b"s".to_vec(),
+                vec![0xA2, 0x61, 0x31],
+                b"k".to_vec(),
+                b"v".to_vec()
+            ]
+        )]
+    );
+
+    // An entry written by another client (BeeORM, redis-cli) with a MessagePack map body.
+    let body = rmp_serde::to_vec_named(&Color {
+        color: "green".into(),
+        price: 1.0,
+        tags: vec!["x".into()],
+        stock: Some(1),
+    })
+    .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("stream-a")
+        .arg("*")
+        .arg("s")
+        .arg(body)
+        .arg("version")
+        .arg("9")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let events = drain(&engine, "g").await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].unserialize::<Color>().unwrap().color, "green");
+    assert_eq!(events[1].tag("version"), "9");
+}
+
+#[tokio::test]
+async fn bad_publishes_are_refused_and_write_nothing() {
+    let server = redis();
+    let engine = engine(&server, &[("stream-a", &["g"])]).await;
+    let broker = engine.event_broker();
+    let err = broker
+        .publish("nope", "x", &[] as &[(&str, &str)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnregisteredStream(_)));
+    assert_eq!(err.to_string(), "unregistered stream nope");
+    let err = broker
+        .publish_meta::<&str, &str>("stream-a", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::EmptyEvent(_)), "{err}");
+    let err = broker
+        .publish("stream-a", "x", &[("s", "reserved")])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("reserved"), "{err}");
+    let mut flusher = broker.new_flusher();
+    assert!(
+        flusher
+            .publish("nope", "x", &[] as &[(&str, &str)])
+            .is_err()
+    );
+    assert!(flusher.publish_meta::<&str, &str>("stream-a", &[]).is_err());
+    assert!(flusher.is_empty());
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "nothing may be written, found {keys:?}");
+}
+
+#[tokio::test]
+async fn the_flusher_keeps_its_buffer_while_redis_is_down() {
+    let mut server = redis();
+    let engine = engine(&server, &[("stream-a", &["g"])]).await;
+    let mut flusher = engine.event_broker().new_flusher();
+    flusher
+        .publish("stream-a", "warm-up", &[] as &[(&str, &str)])
+        .unwrap();
+    flusher.flush().await.unwrap();
+
+    server.stop();
+    for i in 0..3 {
+        flusher
+            .publish("stream-a", &i, &[] as &[(&str, &str)])
+            .unwrap();
+    }
+    let err = flusher.flush().await.unwrap_err();
+    assert!(err.to_string().contains("redis pool default"), "{err}");
+    assert_eq!(flusher.len(), 3, "nothing dropped");
+
+    server.restart().unwrap();
+    // The connection reconnects by itself; a flush may need a retry while it does.
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        match flusher.flush().await {
+            Ok(got) => {
+                ids = got;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(ids.len(), 3);
+    assert_eq!(
+        xlen(&server, "stream-a").await,
+        3,
+        "the restarted server kept nothing, so exactly the buffer arrived"
+    );
+}
