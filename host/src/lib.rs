@@ -51,7 +51,9 @@ pub mod gc;
 pub(crate) mod lock;
 pub mod redis_server;
 pub mod registry;
+pub mod runtime;
 pub mod stats;
+pub mod supervisor;
 
 pub use broker::EventBroker;
 pub use config::{Config, ConfigError};

@@ -130,6 +130,19 @@ pub(super) async fn gc(args: GcArgs) -> CommandResult {
 
 pub(super) async fn validate(args: ValidateArgs) -> CommandResult {
     let config = args.config.load()?;
+    if !config.consumers.is_empty() {
+        let wasm = crate::runtime::WasmEngine::new()
+            .map_err(|e| Failure::Runtime(format!("cannot start the WebAssembly engine: {e:#}")))?;
+        for (group, component) in crate::supervisor::load_components(&config, &wasm)
+            .map_err(|e| Failure::Usage(e.to_string()))?
+        {
+            println!(
+                "consumers.{group}: {} implements beehive:broker/consumer (sha256 {})",
+                component.origin(),
+                component.digest()
+            );
+        }
+    }
     let r = &config.registry;
     println!(
         "{}: ok ({} pools, {} streams, {} groups, {} consumers)",

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod demo;
 mod inspect;
 mod publish;
+mod run;
 
 /// Exit code for runtime failures.
 pub const EXIT_RUNTIME: u8 = 1;
@@ -88,6 +89,8 @@ impl ConfigArg {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run every configured consumer, reclaim and GC, until SIGINT/SIGTERM.
+    Run(run::RunArgs),
     /// Publish one event and print its ID.
     Publish(publish::PublishArgs),
     /// Show streams, groups, pending and lag.
@@ -115,7 +118,12 @@ where
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    init_logging(cli.log_format, "warn");
+    let level = if matches!(cli.command, Command::Run(_) | Command::Demo(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(cli.log_format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -128,6 +136,7 @@ where
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => run::run(args).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Status(args) => inspect::status(args).await,
             Command::Claim(args) => inspect::claim(args).await,

@@ -1,0 +1,155 @@
+//! Loading components: compile once, check the world, build the `InstancePre`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::bindings::{Consumer, ConsumerPre};
+use super::host::HostState;
+
+/// How often the epoch advances; batch deadlines are checked at this granularity.
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+
+/// A component that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("component {origin}: {reason}")]
+pub struct ComponentError {
+    /// Where it came from (a file path or a deployment).
+    pub origin: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// The wasmtime engine and linker shared by every component; cheap to clone.
+///
+/// The linker provides Beehive's imports (`publisher`, `logging`) and WASI 0.2, which a
+/// Rust guest's standard library imports; the WASI context of each store grants nothing.
+#[derive(Clone)]
+pub struct WasmEngine {
+    engine: wasmtime::Engine,
+    linker: Arc<Linker<HostState>>,
+}
+
+impl WasmEngine {
+    /// Creates the engine (epoch interruption on) and starts its epoch ticker thread, which
+    /// stops when the last clone of the engine is dropped.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = wasmtime::Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Consumer::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("beehive-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })?;
+        Ok(WasmEngine {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        &self.engine
+    }
+
+    /// Loads a component file; see [`load_bytes`](Self::load_bytes).
+    pub fn load_file(&self, path: &Path) -> Result<Component, ComponentError> {
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| ComponentError {
+            origin: origin.clone(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        self.load_bytes(&bytes, &origin)
+    }
+
+    /// Compiles `bytes`, checks that they are a component implementing the
+    /// `beehive:broker/consumer` world with nothing imported beyond what the host provides,
+    /// and builds its `InstancePre`.
+    pub fn load_bytes(&self, bytes: &[u8], origin: &str) -> Result<Component, ComponentError> {
+        let refuse = |reason: String| ComponentError {
+            origin: origin.to_string(),
+            reason,
+        };
+        if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+            return Err(refuse("this is a core WebAssembly module, not a component: build with --target wasm32-wasip2 (or componentize it)".into()));
+        }
+        if bytes.len() < 8 || bytes[..4] != *b"\0asm" {
+            return Err(refuse(
+                "not a WebAssembly component (bad magic number)".into(),
+            ));
+        }
+        let digest = hex::encode(Sha256::digest(bytes));
+        let component = wasmtime::component::Component::new(&self.engine, bytes)
+            .map_err(|e| refuse(format!("does not compile: {e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            refuse(format!(
+                "imports something the host does not provide: {e:#}"
+            ))
+        })?;
+        let pre = ConsumerPre::new(pre).map_err(|e| refuse(format!("does not implement the world beehive:broker/consumer (it must export beehive:broker/handler@0.1.0 with handle-events): {e:#}")))?;
+        Ok(Component {
+            inner: Arc::new(ComponentInner {
+                digest,
+                origin: origin.to_string(),
+                pre,
+            }),
+        })
+    }
+}
+
+/// A compiled, checked component; cheap to clone.
+#[derive(Clone)]
+pub struct Component {
+    inner: Arc<ComponentInner>,
+}
+
+struct ComponentInner {
+    digest: String,
+    origin: String,
+    pre: ConsumerPre<HostState>,
+}
+
+impl Component {
+    /// The SHA-256 digest of its bytes, in hex: the version's identity.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    /// The first 12 hex digits of the digest, for logs.
+    pub fn short_digest(&self) -> &str {
+        &self.inner.digest[..12]
+    }
+
+    /// Where it was loaded from.
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    pub(crate) fn pre(&self) -> &ConsumerPre<HostState> {
+        &self.inner.pre
+    }
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Component({} {})",
+            self.inner.origin,
+            self.short_digest()
+        )
+    }
+}

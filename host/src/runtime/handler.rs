@@ -1,0 +1,188 @@
+//! Running a component as a batch handler.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::Consumer;
+use super::bindings::beehive::broker::types;
+use super::component::Component;
+use super::host::HostState;
+use crate::consumer::{BatchHandler, Decision, Outcome};
+use crate::event::Event;
+
+/// What a group's guest may do: its sandbox limits and publish allow-list.
+#[derive(Debug, Clone)]
+pub struct GuestSettings {
+    /// Streams the guest may publish to.
+    pub publish: Vec<String>,
+    /// Most events one batch may publish.
+    pub max_publishes: usize,
+    /// Memory cap per instance, in bytes.
+    pub memory: u64,
+    /// CPU deadline per batch.
+    pub timeout: Duration,
+}
+
+/// Runs batches through a component: one store and instance, reused across batches and
+/// replaced after a trap (a trapped instance cannot be entered again).
+pub struct WasmHandler {
+    component: Component,
+    settings: Arc<GuestSettings>,
+    label: Arc<str>,
+    instance: Option<(Store<HostState>, Consumer)>,
+}
+
+impl WasmHandler {
+    /// A handler for `component`; `label` (e.g. `group/consumer-1`) marks its logs.
+    pub fn new(component: Component, settings: GuestSettings, label: &str) -> Self {
+        WasmHandler {
+            component,
+            settings: Arc::new(settings),
+            label: Arc::from(label),
+            instance: None,
+        }
+    }
+
+    /// The component version in use.
+    pub fn component(&self) -> &Component {
+        &self.component
+    }
+
+    async fn instantiate(
+        component: Component,
+        settings: Arc<GuestSettings>,
+        label: Arc<str>,
+    ) -> wasmtime::Result<(Store<HostState>, Consumer)> {
+        let pre = component.pre();
+        let timeout = settings.timeout;
+        let mut store = Store::new(pre.engine(), HostState::new(settings, label));
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.data_mut().deadline = Instant::now() + timeout;
+        store.set_epoch_deadline(1);
+        let consumer = pre.instantiate_async(&mut store).await?;
+        Ok((store, consumer))
+    }
+
+    async fn call(&mut self, events: &[Event]) -> anyhow::Result<Decision> {
+        if self.instance.is_none() {
+            let instance = Self::instantiate(
+                self.component.clone(),
+                self.settings.clone(),
+                self.label.clone(),
+            )
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot instantiate {}: {}",
+                    self.component.origin(),
+                    describe_trap(&e)
+                )
+            })?;
+            self.instance = Some(instance);
+        }
+        let (store, consumer) = self.instance.as_mut().expect("instantiated above");
+        store.data_mut().publishes.clear();
+        store.data_mut().publish_overflow = false;
+        store.data_mut().deadline = Instant::now() + self.settings.timeout;
+        store.set_epoch_deadline(1);
+        let batch: Vec<types::Event> = events.iter().map(to_wit).collect();
+        let result = consumer
+            .beehive_broker_handler()
+            .call_handle_events(&mut *store, &batch)
+            .await;
+        match result {
+            Ok(Ok(outcomes)) => {
+                if outcomes.len() != events.len() {
+                    anyhow::bail!(
+                        "the handler returned {} outcomes for {} events",
+                        outcomes.len(),
+                        events.len()
+                    );
+                }
+                if store.data().publish_overflow {
+                    tracing::warn!(consumer = %self.label, max = self.settings.max_publishes, "the batch hit max-publishes; further publishes were refused");
+                }
+                let publishes = std::mem::take(&mut store.data_mut().publishes);
+                Ok(Decision {
+                    outcomes: outcomes.into_iter().map(from_wit).collect(),
+                    publishes,
+                })
+            }
+            Ok(Err(message)) => Err(anyhow!(
+                "the handler failed the batch: {}",
+                truncate(&message, 2048)
+            )),
+            Err(trap) => {
+                // A trapped instance cannot be entered again: start afresh next batch.
+                self.instance = None;
+                Err(anyhow!("the component trapped: {}", describe_trap(&trap)))
+            }
+        }
+    }
+}
+
+impl BatchHandler for WasmHandler {
+    fn handle<'a>(
+        &'a mut self,
+        events: &'a [Event],
+    ) -> impl Future<Output = anyhow::Result<Decision>> + Send + 'a {
+        self.call(events)
+    }
+}
+
+fn to_wit(event: &Event) -> types::Event {
+    types::Event {
+        id: event.id(),
+        stream: event.stream().to_string(),
+        body: event.body.clone(),
+        meta: event.meta.clone(),
+        deliveries: event.deliveries,
+    }
+}
+
+fn from_wit(outcome: types::Outcome) -> Outcome {
+    match outcome {
+        types::Outcome::Ack => Outcome::Ack,
+        types::Outcome::Retry(reason) => Outcome::Retry(truncate(&reason, 2048).to_string()),
+        types::Outcome::DeadLetter(reason) => {
+            Outcome::DeadLetter(truncate(&reason, 2048).to_string())
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        s
+    } else {
+        &s[..s.floor_char_boundary(max)]
+    }
+}
+
+/// Names the kind of trap: deadline, memory limit, or the guest's own failure.
+fn describe_trap(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => "deadline exceeded (limits.timeout)".to_string(),
+        Some(Trap::StackOverflow) => "stack overflow".to_string(),
+        _ => {
+            let text = format!("{error:#}");
+            if text.contains("memory") && (text.contains("limit") || text.contains("grow")) {
+                format!(
+                    "memory limit exceeded (limits.memory): {}",
+                    truncate(&text, 512)
+                )
+            } else {
+                truncate(&text, 1024).to_string()
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `beehive run`: every configured consumer group's component, `instances` consumers each,
+//! plus reclaiming (inside each consumer's pending passes) and garbage collection.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ComponentSource, Config, ConsumerConfig};
+use crate::engine::Engine;
+use crate::runtime::{Component, ComponentError, GuestSettings, WasmEngine, WasmHandler};
+
+/// How `beehive run` behaves.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Drain every group once and return instead of running until cancelled.
+    pub drain: bool,
+    /// How often garbage collection runs (not in drain mode).
+    pub gc_interval: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            drain: false,
+            gc_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Loads every group's component, refusing the first that cannot be used.
+pub fn load_components(
+    config: &Config,
+    wasm: &WasmEngine,
+) -> Result<BTreeMap<String, Component>, ComponentError> {
+    let mut components = BTreeMap::new();
+    for (group, consumer) in &config.consumers {
+        let component = match &consumer.component {
+            ComponentSource::File(path) => wasm.load_file(path)?,
+            ComponentSource::Deployed => {
+                return Err(ComponentError {
+                    origin: format!("consumers.{group}.component"),
+                    reason: "deployed components (beehive deploy) are not supported yet: give a file path".into(),
+                });
+            }
+        };
+        tracing::info!(group = %group, component = %component.origin(), digest = %component.short_digest(), "loaded component");
+        components.insert(group.clone(), component);
+    }
+    Ok(components)
+}
+
+/// The sandbox settings of a group.
+pub fn guest_settings(consumer: &ConsumerConfig) -> GuestSettings {
+    GuestSettings {
+        publish: consumer.publish.clone(),
+        max_publishes: consumer.max_publishes,
+        memory: consumer.memory,
+        timeout: consumer.timeout,
+    }
+}
+
+/// Runs every consumer of `config` with its loaded component until `cancel` fires (or, with
+/// `drain`, until everything is drained). In-flight batches finish and commit before it
+/// returns; locks are released.
+pub async fn run(
+    config: &Config,
+    components: &BTreeMap<String, Component>,
+    options: RunOptions,
+    cancel: CancellationToken,
+) {
+    let engine = config.registry.create_engine();
+    let mut tasks = JoinSet::new();
+    for (group, consumer) in &config.consumers {
+        let Some(component) = components.get(group) else {
+            continue;
+        };
+        for nr in 1..=consumer.instances {
+            tasks.spawn(run_consumer(
+                engine.clone(),
+                consumer.clone(),
+                component.clone(),
+                nr,
+                options.drain,
+                cancel.clone(),
+            ));
+        }
+    }
+    let gc_cancel = CancellationToken::new();
+    if !options.drain {
+        let (engine, gc_cancel, interval) =
+            (engine.clone(), gc_cancel.clone(), options.gc_interval);
+        tokio::spawn(async move { engine.run_gc(gc_cancel, interval).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "a consumer task failed");
+        }
+    }
+    gc_cancel.cancel();
+}
+
+async fn run_consumer(
+    engine: Engine,
+    config: ConsumerConfig,
+    component: Component,
+    nr: u32,
+    drain: bool,
+    cancel: CancellationToken,
+) {
+    let group = config.group.clone();
+    let mut consumer = match engine.event_broker().consumer(&group) {
+        Ok(consumer) => consumer,
+        Err(e) => {
+            tracing::error!(group = %group, error = %e, "cannot create consumer");
+            return;
+        }
+    };
+    {
+        let options = consumer.options_mut();
+        options.looping = !drain;
+        options.block = config.block;
+        options.max_deliveries = Some(config.max_deliveries);
+        options.dead_letter_stream = config.dead_letter.clone();
+        options.reclaim_idle = Some(config.min_idle);
+        options.pending_interval =
+            (config.min_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    }
+    let settings = guest_settings(&config);
+    let label = format!("{group}/consumer-{nr}");
+    let mut failures = 0u32;
+    loop {
+        let handler = WasmHandler::new(component.clone(), settings.clone(), &label);
+        tracing::info!(consumer = %label, digest = %component.short_digest(), "consumer starting");
+        match consumer
+            .consume_with(cancel.clone(), nr, config.count, handler)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(consumer = %label, "consumer stopped");
+                return;
+            }
+            Ok(false) if drain => {
+                tracing::warn!(consumer = %label, "consumer runs elsewhere; not draining it here");
+                return;
+            }
+            Ok(false) => {
+                tracing::warn!(consumer = %label, "consumer runs elsewhere or lost its lock; trying again shortly");
+                failures = 0;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::error!(consumer = %label, error = %e, attempt = failures, "consumer failed; retrying with backoff");
+            }
+        }
+        let delay = Duration::from_millis(500u64 << failures.min(4)).min(Duration::from_secs(10));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
