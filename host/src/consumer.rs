@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -107,6 +108,10 @@ pub struct ConsumerOptions {
     pub max_deliveries: Option<u32>,
     /// Where dead-lettered entries go. Default `<group>-dead-letter`.
     pub dead_letter_stream: String,
+    /// Test hook: the next this-many commits fail before reaching Redis, as if the host
+    /// died between the handler's return and the commit.
+    #[doc(hidden)]
+    pub fail_commits: Arc<AtomicU32>,
 }
 
 impl ConsumerOptions {
@@ -120,6 +125,7 @@ impl ConsumerOptions {
             reclaim_idle: None,
             max_deliveries: None,
             dead_letter_stream: format!("{group}-dead-letter"),
+            fail_commits: Arc::default(),
         }
     }
 }
@@ -659,22 +665,20 @@ impl Run<'_> {
                 _ = self.lock.lost().cancelled() => return Err(Error::LockLost(self.lock.key().to_string())),
             };
             let decision = match result {
-                Ok(Ok(decision)) if decision.outcomes.len() == events.len() => Some(decision),
-                Ok(Ok(decision)) => {
-                    tracing::error!(group = %group, consumer = %self.name, events = events.len(), outcomes = decision.outcomes.len(), "handler returned the wrong number of outcomes; retrying the whole batch");
-                    None
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(group = %group, consumer = %self.name, events = events.len(), error = format!("{e:#}"), "handler failed; the batch stays pending");
-                    None
-                }
-                Err(panic) => {
-                    tracing::error!(group = %group, consumer = %self.name, events = events.len(), panic = panic_message(&panic), "handler panicked; the batch stays pending");
-                    None
-                }
+                Ok(Ok(decision)) if decision.outcomes.len() == events.len() => Ok(decision),
+                Ok(Ok(decision)) => Err(format!(
+                    "the handler returned {} outcomes for {} events",
+                    decision.outcomes.len(),
+                    events.len()
+                )),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(panic) => Err(format!("the handler panicked: {}", panic_message(&panic))),
             };
+            if let Err(error) = &decision {
+                tracing::warn!(group = %group, consumer = %self.name, events = events.len(), %error, "batch failed; it stays pending for a retry");
+            }
             match decision {
-                Some(decision) => {
+                Ok(decision) => {
                     for event in &decision.publishes {
                         commit.publish(event);
                     }
@@ -701,18 +705,27 @@ impl Run<'_> {
                         commit.ack(stream, &group, &ids);
                     }
                 }
-                None => {
+                Err(error) => {
                     failed = true;
                     if let Some(m) = max {
                         for event in events.iter().filter(|e| e.deliveries >= m) {
-                            let reason = format!("handler failed {} times", event.deliveries);
+                            let reason =
+                                format!("failed {} times, last: {error}", event.deliveries);
                             commit.dead_letter(&dead_letter_stream, &group, event, &reason);
                         }
                     }
                 }
             }
         }
-        if let Err(e) = commit
+        let injected = self
+            .options()
+            .fail_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if injected {
+            tracing::warn!(group = %group, consumer = %self.name, "injected fault: the commit is dropped; the batch stays pending");
+            failed = true;
+        } else if let Err(e) = commit
             .run(&mut self.con, Some((self.lock.key(), self.lock.token())))
             .await
         {

@@ -171,3 +171,151 @@ fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(Instant::now())
 }
+
+/// Builds the guest package `package` for `wasm32-wasip2` (once per test process) and
+/// returns the component's path.
+pub fn component(package: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(p, _)| p == package) {
+        return path.clone();
+    }
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                package,
+            ])
+            .status()
+            .expect("run cargo build for a guest component");
+    assert!(status.success(), "building the guest {package} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    assert!(path.exists(), "no component at {}", path.display());
+    built.push((package.to_string(), path.clone()));
+    path
+}
+
+/// A running `beehive run` process, killed on drop.
+pub struct Beehive {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Beehive {
+    /// Starts `beehive run -c <config>` with extra arguments; its stderr goes to a log file.
+    pub fn run(config: &Path, extra: &[&str]) -> Beehive {
+        let log = config.with_extension(format!("{}.log", rand_u64()));
+        let stderr = std::fs::File::create(&log).expect("create log");
+        let child = std::process::Command::new(beehive_bin())
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start beehive run");
+        Beehive { child, log }
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`"TERM"`, `"KILL"`, `"HUP"`, ...).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (up to `timeout`) and returns its exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "beehive did not exit within {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Beehive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Runs `beehive run --drain -c <config>` to completion and returns its log; fails the
+/// test on a non-zero exit.
+pub fn drain(config: &Path) -> String {
+    let mut process = Beehive::run(config, &["--drain"]);
+    let code = process.wait(Duration::from_secs(60));
+    let log = process.log_text();
+    assert_eq!(code, Some(0), "beehive run --drain failed:\n{log}");
+    log
+}
+
+/// Every entry of a stream as `(id, fields)`, fields decoded lossily as text (the body too).
+pub async fn entries(server: &RedisServer, stream: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let raw_entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw(server).await)
+        .await
+        .expect("XRANGE");
+    raw_entries
+        .into_iter()
+        .map(|(id, flat)| {
+            let fields = flat
+                .chunks(2)
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(&kv[0]).into_owned(),
+                        String::from_utf8_lossy(kv.get(1).map(Vec::as_slice).unwrap_or(b""))
+                            .into_owned(),
+                    )
+                })
+                .collect();
+            (id, fields)
+        })
+        .collect()
+}
+
+/// The value of `key` among `fields`.
+pub fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
