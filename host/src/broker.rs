@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::consumer::Consumer;
 use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
-use crate::event::{NewEvent, encode_body, owned_meta};
+use crate::event::{Event, NewEvent, encode_body, owned_meta};
 use crate::flusher::Flusher;
 use crate::stats::{self, StreamStatistics};
 
@@ -69,6 +69,28 @@ impl EventBroker {
             .query_async(&mut con)
             .await
             .pool(&pool.name)
+    }
+
+    /// Reads up to `count` entries of `stream` (registered or not, e.g. a dead-letter
+    /// stream) in `pool`, from `start` (an ID, inclusive; `-` for the beginning, `(ID` to
+    /// start after one), without joining any consumer group: delivery is not disturbed.
+    pub async fn range(
+        &self,
+        pool: &str,
+        stream: &str,
+        start: &str,
+        count: usize,
+    ) -> Result<Vec<Event>> {
+        let pool = self.engine.pool(pool)?;
+        let mut con = pool.connection().await?;
+        let name: std::sync::Arc<str> = std::sync::Arc::from(stream);
+        let entries = crate::commands::range(&mut con, stream, start, count)
+            .await
+            .pool(&pool.name)?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| entry.into_event(&name))
+            .collect())
     }
 
     /// A flusher: buffers events and sends one pipeline per pool on [`Flusher::flush`].

@@ -381,6 +381,24 @@ pub(crate) async fn nth_entry_id<C: ConnectionLike>(
     })
 }
 
+/// `XRANGE <stream> <start> + COUNT <count>`: entries without joining a group.
+pub(crate) async fn range<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+    start: &str,
+    count: usize,
+) -> RedisResult<Vec<RawEntry>> {
+    let value: Value = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg(start)
+        .arg("+")
+        .arg("COUNT")
+        .arg(count)
+        .query_async(con)
+        .await?;
+    parse_entries(value)
+}
+
 /// `XTRIM <stream> MINID <id>`: deletes entries with an ID below `id`; returns how many.
 pub(crate) fn xtrim_minid(stream: &str, min_id: EntryId) -> Cmd {
     let mut cmd = redis::cmd("XTRIM");

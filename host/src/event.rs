@@ -79,6 +79,14 @@ impl Event {
         rmp_serde::from_slice(body).map_err(|e| self.decode_error(e.to_string()))
     }
 
+    /// The body decoded from MessagePack into JSON (binary strings become arrays of
+    /// numbers), or `None` for a metadata-only event.
+    pub fn body_json(&self) -> Option<Result<serde_json::Value>> {
+        self.body
+            .as_ref()
+            .map(|_| self.unserialize::<serde_json::Value>())
+    }
+
     fn decode_error(&self, message: String) -> Error {
         Error::Decode {
             id: self.id(),

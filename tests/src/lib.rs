@@ -319,3 +319,74 @@ pub fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
 }
+
+/// Builds the Python router example with componentize-py (once per test process) and
+/// returns the component's path.
+pub fn python_component() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"));
+            std::fs::create_dir_all(&target).expect("target dir");
+            let out = target.join("python-router.wasm");
+            let sources = [
+                "examples/python-router/app.py",
+                "examples/python-router/msgpack_lite.py",
+                "wit/beehive.wit",
+            ];
+            let built_at = std::fs::metadata(&out).and_then(|m| m.modified()).ok();
+            let fresh = built_at.is_some_and(|built| {
+                sources.iter().all(|s| {
+                    std::fs::metadata(workspace_root().join(s))
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|m| m <= built)
+                })
+            });
+            if fresh {
+                return out;
+            }
+            let status = std::process::Command::new("bash")
+                .arg(workspace_root().join("examples/python-router/build.sh"))
+                .arg(&out)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run examples/python-router/build.sh");
+            assert!(status.success(), "building the Python component failed");
+            out
+        })
+        .clone()
+}
+
+/// Reads an example's `beehive.yaml`, points it at `server` and `component`, and writes it
+/// into `dir`.
+pub fn example_config(
+    dir: &TempDir,
+    example: &str,
+    server: &RedisServer,
+    component: &Path,
+) -> PathBuf {
+    let text = std::fs::read_to_string(
+        workspace_root()
+            .join("examples")
+            .join(example)
+            .join("beehive.yaml"),
+    )
+    .expect("example config");
+    let text = text
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("redis: localhost:6379:0") {
+                line.replace("localhost:6379:0", &format!("{}:0", server.address()))
+            } else if line.trim_start().starts_with("component:") {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                format!("{indent}component: {}", component.display())
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    dir.write(&format!("{example}.yaml"), &text)
+}

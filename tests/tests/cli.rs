@@ -151,3 +151,30 @@ fn claim_and_gc_commands() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unregistered consumer group nope"));
 }
+
+#[test]
+fn the_demo_runs_on_a_private_redis_and_exits_0() {
+    let components = beehive_tests::component("beehive-example-router");
+    beehive_tests::component("beehive-example-page-views");
+    let python = beehive_tests::python_component();
+    let out = Command::new(beehive_bin())
+        .arg("demo")
+        .arg("--components")
+        .arg(components.parent().unwrap())
+        .arg("--python")
+        .arg(&python)
+        .output()
+        .expect("run beehive demo");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}\n{}", text, stderr(&out));
+    assert!(
+        text.contains(r#"body={"color":"red","price_cents":1234}"#) && text.contains("router=rust"),
+        "{text}"
+    );
+    assert!(text.contains("router=python"), "{text}");
+    assert!(
+        text.contains("page-view-totals") && text.contains("/about-us/=2"),
+        "{text}"
+    );
+    assert!(text.contains("unknown version"), "{text}");
+}

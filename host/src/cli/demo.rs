@@ -1,29 +1,98 @@
-//! `beehive demo`: a tour that needs nothing but `redis-server` on PATH.
+//! `beehive demo`: a tour on a private `redis-server`: the library API, then the example
+//! WebAssembly handlers (Rust and Python) under the host, then status and GC.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{CommandResult, Failure};
+use crate::commit::dead_letter_fields::REASON;
+use crate::config::Config;
 use crate::redis_server::RedisServer;
-use crate::{CancellationToken, Registry};
+use crate::runtime::WasmEngine;
+use crate::supervisor::{self, RunOptions};
+use crate::{CancellationToken, Event};
 
 /// Arguments of `beehive demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Use this Redis (host:port[:db] or URL) instead of starting a private redis-server.
+    /// Use this Redis (host:port) instead of starting a private redis-server. The demo
+    /// writes to the streams stream-a, colors, colors-normalized, stream-page-views,
+    /// page-view-totals and their dead-letter streams.
     #[arg(long)]
     pub redis: Option<String>,
+    /// Where the Rust example components are (built by `bash scripts/build-examples`).
+    #[arg(long, default_value = "target/wasm32-wasip2/release")]
+    pub components: PathBuf,
+    /// The Python example component.
+    #[arg(long, default_value = "examples/python-router/python-router.wasm")]
+    pub python: PathBuf,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Color {
-    color: String,
+#[derive(Serialize)]
+struct ColorV1 {
+    color: &'static str,
     price: f64,
 }
 
+#[derive(Serialize)]
+struct ColorV2 {
+    name: &'static str,
+    price_cents: i64,
+}
+
+fn demo_config(address: &str, components: &Path, python: Option<&Path>) -> String {
+    let python = python.map_or(String::new(), |path| {
+        format!(
+            "  py-routers:\n    component: {}\n    publish: [colors-normalized]\n    limits: {{ memory: 128MiB, timeout: 10s }}\n",
+            path.display()
+        )
+    });
+    let py_group = if python.is_empty() {
+        ""
+    } else {
+        ", py-routers"
+    };
+    format!(
+        "default:
+  redis: {address}
+  streams:
+    stream-a: [read-group-a]
+    colors: [routers{py_group}]
+    colors-normalized: [color-audit]
+    stream-page-views: [page-views]
+    page-view-totals: [reporting]
+consumers:
+  routers:
+    component: {router}
+    publish: [colors-normalized]
+  page-views:
+    component: {page_views}
+    publish: [page-view-totals]
+{python}",
+        router = components.join("beehive_example_router.wasm").display(),
+        page_views = components.join("beehive_example_page_views.wasm").display(),
+    )
+}
+
 pub(super) async fn run(args: DemoArgs) -> CommandResult {
+    let components =
+        std::path::absolute(&args.components).map_err(|e| Failure::Usage(e.to_string()))?;
+    for name in [
+        "beehive_example_router.wasm",
+        "beehive_example_page_views.wasm",
+    ] {
+        if !components.join(name).exists() {
+            return Err(Failure::Usage(format!(
+                "example component {} not found: run `bash scripts/demo`, which builds the examples first",
+                components.join(name).display()
+            )));
+        }
+    }
+    let python = std::path::absolute(&args.python)
+        .ok()
+        .filter(|p| p.exists());
     let private;
     let address = match &args.redis {
         Some(address) => address.clone(),
@@ -35,28 +104,68 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
             private.address()
         }
     };
-    let mut registry = Registry::new();
-    registry.register_redis(&address, "", 0, "default");
-    registry.register_redis_stream("stream-a", "default", &["read-group-a", "read-group-ab"]);
-    registry.register_redis_stream("stream-b", "default", &["read-group-ab"]);
-    registry.register_redis_stream("stream-page-views", "default", &["page-views"]);
-    let engine = registry.validate().await?.create_engine();
+    let config = Config::parse(
+        &demo_config(&address, &components, python.as_deref()),
+        Path::new("beehive-demo.yaml"),
+    )?;
+    let engine = config.registry.create_engine();
     let broker = engine.event_broker();
 
-    println!("\n== publishing");
+    println!("\n== the library: publish and consume natively");
     let id = broker
-        .publish("stream-a", "hello", &[] as &[(&str, &str)])
+        .publish("stream-a", "hello", &[("version", "1")])
         .await?;
-    println!("stream-a          {id}  \"hello\"");
-    let red = Color {
-        color: "red".into(),
-        price: 12.34,
-    };
-    let id = broker
-        .publish("stream-b", &red, &[("version", "1")])
+    println!("published \"hello\" to stream-a as {id}");
+    let mut consumer = broker.consumer("read-group-a")?;
+    consumer.disable_loop();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    consumer
+        .consume(CancellationToken::new(), 10, move |events: Vec<Event>| {
+            let mut lines = Vec::new();
+            for event in &events {
+                lines.push(format!(
+                    "{} {} body={:?} version={}",
+                    event.stream(),
+                    event.id(),
+                    event.unserialize::<String>(),
+                    event.tag("version")
+                ));
+            }
+            sink.lock().expect("demo sink").extend(lines);
+            async { Ok(()) }
+        })
         .await?;
-    println!("stream-b          {id}  {red:?} version=1");
+    for line in seen.lock().expect("demo sink").iter() {
+        println!("read-group-a handled {line}");
+    }
+
+    println!("\n== publishing for the WebAssembly handlers (one flusher pipeline)");
     let mut flusher = broker.new_flusher();
+    flusher.publish(
+        "colors",
+        &ColorV1 {
+            color: "red",
+            price: 12.34,
+        },
+        &[("version", "1")],
+    )?;
+    flusher.publish(
+        "colors",
+        &ColorV2 {
+            name: "blue",
+            price_cents: 99,
+        },
+        &[("version", "2")],
+    )?;
+    flusher.publish(
+        "colors",
+        &ColorV2 {
+            name: "green",
+            price_cents: 5,
+        },
+        &[("version", "9")],
+    )?;
     for (url, ip) in [
         ("/about-us/", "232.12.24.11"),
         ("/pricing/", "10.0.0.7"),
@@ -66,75 +175,79 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
     }
     let ids = flusher.flush().await?;
     println!(
-        "stream-page-views {} meta-only events in one pipeline: {}",
-        ids.len(),
-        ids.join(", ")
+        "colors: v1 struct, v2 struct, unknown v9; stream-page-views: 3 meta-only events ({} IDs)",
+        ids.len()
     );
 
-    println!("\n== consuming read-group-ab (stream-a + stream-b), draining");
-    let mut consumer = broker.consumer("read-group-ab")?;
-    consumer.disable_loop();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    consumer
-        .consume(CancellationToken::new(), 10, move |events| {
-            let sink = sink.clone();
-            async move {
-                for event in events {
-                    let body = match event.stream() {
-                        "stream-b" => format!("{:?}", event.unserialize::<Color>()?),
-                        _ => format!("{:?}", event.unserialize::<String>()?),
-                    };
-                    sink.lock().unwrap().push(format!(
-                        "{} {} {body} version={:?}",
-                        event.stream(),
-                        event.id(),
-                        event.tag("version")
-                    ));
-                }
-                Ok(())
-            }
-        })
-        .await?;
-    for line in lines.lock().unwrap().iter() {
-        println!("handled {line}");
+    println!("\n== running the handlers (beehive run --drain)");
+    let wasm = WasmEngine::new()
+        .map_err(|e| Failure::Runtime(format!("cannot start the WebAssembly engine: {e:#}")))?;
+    let loaded =
+        supervisor::load_components(&config, &wasm).map_err(|e| Failure::Usage(e.to_string()))?;
+    for (group, component) in &loaded {
+        println!(
+            "{group:<12} {} (sha256 {})",
+            component.origin(),
+            component.short_digest()
+        );
     }
+    if python.is_none() {
+        println!(
+            "(the Python router is skipped: {} not found; bash scripts/build-examples builds it)",
+            args.python.display()
+        );
+    }
+    supervisor::run(
+        &config,
+        &loaded,
+        RunOptions {
+            drain: true,
+            ..RunOptions::default()
+        },
+        CancellationToken::new(),
+    )
+    .await;
 
-    println!("\n== consuming page-views (meta-only events)");
-    let mut counter = broker.consumer("page-views")?;
-    counter
-        .disable_loop()
-        .set_block_time(Duration::from_millis(100));
-    let counts = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u32>::new()));
-    let sink = counts.clone();
-    counter
-        .consume(CancellationToken::new(), 100, move |events| {
-            for event in &events {
-                *sink
-                    .lock()
-                    .unwrap()
-                    .entry(event.tag("url").to_string())
-                    .or_default() += 1;
+    println!("\n== what the handlers published");
+    for stream in [
+        "colors-normalized",
+        "page-view-totals",
+        "routers-dead-letter",
+        "py-routers-dead-letter",
+    ] {
+        for event in broker.range("default", stream, "-", 100).await? {
+            let mut parts = Vec::new();
+            if let Some(body) = event.body_json() {
+                parts.push(format!(
+                    "body={}",
+                    body.map_or_else(|e| e.to_string(), |json| json.to_string())
+                ));
             }
-            async { Ok(()) }
-        })
-        .await?;
-    for (url, n) in counts.lock().unwrap().iter() {
-        println!("page {url}: {n} views");
+            for (k, v) in event.meta() {
+                if !k.starts_with("beehive.") || k == REASON {
+                    parts.push(format!("{k}={v}"));
+                }
+            }
+            println!("{stream:<22} {}  {}", event.id(), parts.join(" "));
+        }
     }
 
     println!("\n== status");
     for stream in broker.statistics().await? {
         for group in &stream.groups {
             println!(
-                "{:<18} length {:<3} group {:<14} pending {} lag {:?}",
-                stream.name, stream.length, group.name, group.pending, group.lag
+                "{:<18} length {:<3} group {:<12} pending {} lag {}",
+                stream.name,
+                stream.length,
+                group.name,
+                group.pending,
+                group.lag.map_or("?".into(), |l| l.to_string())
             );
         }
     }
     let report = engine.gc().await?;
     println!(
-        "\n== garbage collection: deleted {} entries every group had acknowledged",
+        "\n== garbage collection: deleted {} entries that every group acknowledged",
         report.deleted()
     );
     for line in &report.streams {

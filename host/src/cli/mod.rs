@@ -118,7 +118,7 @@ where
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    let level = if matches!(cli.command, Command::Run(_) | Command::Demo(_)) {
+    let level = if matches!(cli.command, Command::Run(_)) {
         "info"
     } else {
         "warn"

@@ -1,6 +1,7 @@
 //! Loading components: compile once, check the world, build the `InstancePre`.
 
-use std::path::Path;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ pub struct ComponentError {
 pub struct WasmEngine {
     engine: wasmtime::Engine,
     linker: Arc<Linker<HostState>>,
+    cache: Option<PathBuf>,
 }
 
 impl WasmEngine {
@@ -57,7 +59,63 @@ impl WasmEngine {
         Ok(WasmEngine {
             engine,
             linker: Arc::new(linker),
+            cache: cache_dir(),
         })
+    }
+
+    /// Uses `dir` (or nothing) to cache compiled components; by default
+    /// `$BEEHIVE_CACHE_DIR`, else `$XDG_CACHE_HOME/beehive`, else `~/.cache/beehive`.
+    pub fn with_cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache = dir;
+        self
+    }
+
+    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let engine = hasher.finish();
+        self.cache
+            .as_ref()
+            .map(|dir| dir.join(format!("{digest}-{engine:016x}.cwasm")))
+    }
+
+    fn cached(&self, digest: &str) -> Option<wasmtime::component::Component> {
+        let path = self.cache_path(digest)?;
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the cache holds only artifacts this engine configuration serialized, in a
+        // folder private to the user (0700), named by the digest of the source bytes and
+        // the engine's compatibility hash.
+        match unsafe { wasmtime::component::Component::deserialize_file(&self.engine, &path) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    fn store_in_cache(&self, digest: &str, component: &wasmtime::component::Component) {
+        let Some(path) = self.cache_path(digest) else {
+            return;
+        };
+        let result = (|| -> anyhow::Result<()> {
+            let dir = path.parent().expect("cache files live in a folder");
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+            let bytes = component.serialize()?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled component");
+        }
     }
 
     /// The wasmtime engine.
@@ -92,8 +150,15 @@ impl WasmEngine {
             ));
         }
         let digest = hex::encode(Sha256::digest(bytes));
-        let component = wasmtime::component::Component::new(&self.engine, bytes)
-            .map_err(|e| refuse(format!("does not compile: {e:#}")))?;
+        let component = match self.cached(&digest) {
+            Some(component) => component,
+            None => {
+                let component = wasmtime::component::Component::new(&self.engine, bytes)
+                    .map_err(|e| refuse(format!("does not compile: {e:#}")))?;
+                self.store_in_cache(&digest, &component);
+                component
+            }
+        };
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             refuse(format!(
                 "imports something the host does not provide: {e:#}"
@@ -152,4 +217,15 @@ impl std::fmt::Debug for Component {
             self.short_digest()
         )
     }
+}
+
+/// The default cache folder for compiled components.
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("BEEHIVE_CACHE_DIR") {
+        return (!dir.is_empty()).then(|| PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(dir).join("beehive"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/beehive"))
 }
