@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::consumer::Consumer;
 use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
-use crate::event::{Event, NewEvent, encode_body, owned_meta};
+use crate::event::{EntryId, Event, NewEvent, encode_body, owned_meta};
 use crate::flusher::Flusher;
 use crate::stats::{self, StreamStatistics};
 
@@ -93,6 +93,33 @@ impl EventBroker {
             .collect())
     }
 
+    /// Follows `stream` (in `pool`) without joining a group: from `from` (an ID, inclusive;
+    /// `0` for the whole stream) or, with `None`, only entries added from now on.
+    pub async fn follow(&self, pool: &str, stream: &str, from: Option<&str>) -> Result<Follower> {
+        let pool_handle = self.engine.pool(pool)?;
+        let con = pool_handle
+            .dedicated(Follower::MAX_BLOCK + std::time::Duration::from_secs(5))
+            .await?;
+        let mut follower = Follower {
+            con,
+            stream: std::sync::Arc::from(stream),
+            pool: pool.to_string(),
+            after: String::new(),
+        };
+        follower.after = match from {
+            Some("-" | "0") => "0-0".to_string(),
+            Some(id) => {
+                let id: EntryId = id.parse().map_err(Error::InvalidArgument)?;
+                id.predecessor().to_string()
+            }
+            None => crate::commands::last_id(&mut follower.con, stream)
+                .await
+                .pool(pool)?
+                .to_string(),
+        };
+        Ok(follower)
+    }
+
     /// A flusher: buffers events and sends one pipeline per pool on [`Flusher::flush`].
     pub fn new_flusher(&self) -> Flusher {
         Flusher::new(self.engine.clone())
@@ -111,6 +138,49 @@ impl EventBroker {
     /// Per registered stream: its length and, per group, pending, lag, last-delivered ID,
     /// oldest pending age and per-consumer pending.
     pub async fn statistics(&self) -> Result<Vec<StreamStatistics>> {
-        stats::collect(&self.engine).await
+        stats::collect(&self.engine, &|group| format!("{group}-dead-letter")).await
+    }
+
+    /// Like [`statistics`](Self::statistics), with the dead-letter stream of each group
+    /// named by `dead_letter_name` (e.g. from the `consumers:` config).
+    pub async fn statistics_with(
+        &self,
+        dead_letter_name: &(dyn Fn(&str) -> String + Sync),
+    ) -> Result<Vec<StreamStatistics>> {
+        stats::collect(&self.engine, dead_letter_name).await
+    }
+}
+
+/// Reads a stream as it grows, without joining a consumer group (`XREAD`): inspecting never
+/// disturbs delivery.
+pub struct Follower {
+    con: redis::aio::MultiplexedConnection,
+    stream: std::sync::Arc<str>,
+    pool: String,
+    after: String,
+}
+
+impl Follower {
+    /// The longest a single [`next`](Self::next) blocks.
+    pub const MAX_BLOCK: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Up to `count` entries, waiting up to `block` (at most [`MAX_BLOCK`](Self::MAX_BLOCK))
+    /// for new ones; empty when none came.
+    pub async fn next(&mut self, count: usize, block: std::time::Duration) -> Result<Vec<Event>> {
+        let cmd =
+            crate::commands::xread(&self.stream, &self.after, count, block.min(Self::MAX_BLOCK));
+        let reply = cmd.query_async(&mut self.con).await.pool(&self.pool)?;
+        let entries: Vec<_> = crate::commands::parse_read_reply(reply)
+            .pool(&self.pool)?
+            .into_iter()
+            .flat_map(|(_, entries)| entries)
+            .collect();
+        if let Some(last) = entries.last() {
+            self.after = last.id.to_string();
+        }
+        Ok(entries
+            .into_iter()
+            .map(|e| e.into_event(&self.stream))
+            .collect())
     }
 }

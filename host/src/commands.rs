@@ -399,6 +399,34 @@ pub(crate) async fn range<C: ConnectionLike>(
     parse_entries(value)
 }
 
+/// `XREAD COUNT n BLOCK ms STREAMS <stream> <after>`: entries after `after`, no group.
+pub(crate) fn xread(stream: &str, after: &str, count: usize, block: Duration) -> Cmd {
+    let mut cmd = redis::cmd("XREAD");
+    cmd.arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(block.as_millis().max(1) as u64)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(after);
+    cmd
+}
+
+/// The newest entry's ID (`XREVRANGE <stream> + - COUNT 1`), `0-0` for an empty stream.
+pub(crate) async fn last_id<C: ConnectionLike>(con: &mut C, stream: &str) -> RedisResult<EntryId> {
+    let value: Value = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(con)
+        .await?;
+    Ok(parse_entries(value)?
+        .first()
+        .map_or(EntryId::ZERO, |e| e.id))
+}
+
 /// `XTRIM <stream> MINID <id>`: deletes entries with an ID below `id`; returns how many.
 pub(crate) fn xtrim_minid(stream: &str, min_id: EntryId) -> Cmd {
     let mut cmd = redis::cmd("XTRIM");

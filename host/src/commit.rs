@@ -62,6 +62,10 @@ pub mod dead_letter_fields {
     pub const REASON: &str = "beehive.reason";
     /// How many times it had been delivered.
     pub const DELIVERIES: &str = "beehive.deliveries";
+    /// How many times it was redriven from a dead-letter stream (kept across cycles).
+    pub const REDRIVES: &str = "beehive.redrives";
+    /// The fields a dead-letter adds, which a redrive strips again.
+    pub const ADDED: [&str; 5] = [ORIGIN_STREAM, ORIGIN_ID, GROUP, REASON, DELIVERIES];
 }
 
 impl CommitBatch {
@@ -125,7 +129,7 @@ impl CommitBatch {
             args.push(body.clone());
         }
         for (k, v) in &event.meta {
-            if !k.starts_with("beehive.") {
+            if !dead_letter_fields::ADDED.contains(&k.as_str()) {
                 args.push(k.as_bytes().to_vec());
                 args.push(v.as_bytes().to_vec());
             }

@@ -204,6 +204,18 @@ impl EntryId {
     /// The smallest ID, `0-0`.
     pub const ZERO: EntryId = EntryId { ms: 0, seq: 0 };
 
+    /// The ID just before this one (`0-0` stays `0-0`).
+    pub fn predecessor(self) -> EntryId {
+        match (self.ms, self.seq) {
+            (0, 0) => self,
+            (ms, 0) => EntryId {
+                ms: ms - 1,
+                seq: u64::MAX,
+            },
+            (ms, seq) => EntryId { ms, seq: seq - 1 },
+        }
+    }
+
     /// The next possible ID after this one.
     pub fn successor(self) -> EntryId {
         match self.seq.checked_add(1) {

@@ -50,6 +50,7 @@ pub mod flusher;
 pub mod gc;
 pub(crate) mod lock;
 pub mod redis_server;
+pub mod redrive;
 pub mod registry;
 pub mod runtime;
 pub mod stats;

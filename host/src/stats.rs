@@ -41,6 +41,17 @@ pub struct GroupStatistics {
     pub oldest_pending_age: Option<Duration>,
     /// Consumers with their pending counts.
     pub consumers: Vec<ConsumerStatistics>,
+    /// The group's dead-letter stream and its length (registered groups only).
+    pub dead_letter: Option<DeadLetterStatistics>,
+}
+
+/// A group's dead-letter stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterStatistics {
+    /// Stream name.
+    pub stream: String,
+    /// Entries in it.
+    pub length: u64,
 }
 
 /// Statistics of one consumer of a group.
@@ -72,7 +83,10 @@ fn millis_required<S: serde::Serializer>(
     s.serialize_u64(d.as_millis() as u64)
 }
 
-pub(crate) async fn collect(engine: &Engine) -> Result<Vec<StreamStatistics>> {
+pub(crate) async fn collect(
+    engine: &Engine,
+    dead_letter_name: &(dyn Fn(&str) -> String + Sync),
+) -> Result<Vec<StreamStatistics>> {
     let mut out = Vec::new();
     for stream in engine.registry().streams() {
         let pool = engine.pool(&stream.pool)?;
@@ -96,6 +110,7 @@ pub(crate) async fn collect(engine: &Engine) -> Result<Vec<StreamStatistics>> {
                         last_delivered_id: "0-0".into(),
                         oldest_pending_age: None,
                         consumers: Vec::new(),
+                        dead_letter: None,
                     });
                 }
             }
@@ -123,8 +138,17 @@ pub(crate) async fn collect(engine: &Engine) -> Result<Vec<StreamStatistics>> {
                     oldest_pending_age: oldest
                         .map(|id| Duration::from_millis(now_ms.saturating_sub(id.ms))),
                     consumers,
+                    dead_letter: None,
                     name: info.name,
                 });
+            }
+            for group in groups.iter_mut().filter(|g| g.registered) {
+                let stream = dead_letter_name(&group.name);
+                let length: u64 = redis::cmd("XLEN")
+                    .arg(&stream)
+                    .query_async(&mut con)
+                    .await?;
+                group.dead_letter = Some(DeadLetterStatistics { stream, length });
             }
             groups.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(StreamStatistics {

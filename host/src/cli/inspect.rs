@@ -8,6 +8,12 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Refresh in place until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// How often --watch refreshes.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub config: ConfigArg,
@@ -45,27 +51,50 @@ pub struct ValidateArgs {
 
 pub(super) async fn status(args: StatusArgs) -> CommandResult {
     let config = args.config.load()?;
-    let stats = config
-        .registry
-        .create_engine()
-        .event_broker()
-        .statistics()
-        .await?;
-    if args.json {
-        let json = serde_json::json!({ "streams": stats });
-        println!(
-            "{}",
+    let broker = config.registry.create_engine().event_broker();
+    let dead_letters = |group: &str| {
+        config
+            .consumers
+            .get(group)
+            .map_or_else(|| format!("{group}-dead-letter"), |c| c.dead_letter.clone())
+    };
+    loop {
+        let stats = broker.statistics_with(&dead_letters).await?;
+        let text = if args.json {
+            let json = serde_json::json!({ "streams": stats });
             serde_json::to_string_pretty(&json).map_err(|e| Failure::Runtime(e.to_string()))?
+        } else {
+            status_table(&stats)
+        };
+        if !args.watch {
+            println!("{text}");
+            return Ok(());
+        }
+        // Clear the screen and home the cursor, then redraw.
+        print!(
+            "\x1b[2J\x1b[H{text}\n(refreshing every {}; Ctrl-C to stop)\n",
+            humantime::format_duration(args.interval)
         );
-        return Ok(());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::time::sleep(args.interval) => {}
+        }
     }
-    println!(
-        "{:<24} {:<10} {:>10}  {:<24} {:>8} {:>8} {:>12}  consumers (pending)",
-        "STREAM", "POOL", "LENGTH", "GROUP", "PENDING", "LAG", "OLDEST"
+}
+
+fn status_table(stats: &[crate::stats::StreamStatistics]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:<10} {:>10}  {:<24} {:>8} {:>8} {:>10} {:>12}  consumers (pending)",
+        "STREAM", "POOL", "LENGTH", "GROUP", "PENDING", "LAG", "OLDEST", "DEAD-LETTER"
     );
-    for s in &stats {
+    for s in stats {
         if s.groups.is_empty() {
-            println!("{:<24} {:<10} {:>10}", s.name, s.pool, s.length);
+            let _ = writeln!(out, "{:<24} {:<10} {:>10}", s.name, s.pool, s.length);
         }
         for (i, g) in s.groups.iter().enumerate() {
             let (name, pool, length) = if i == 0 {
@@ -77,6 +106,10 @@ pub(super) async fn status(args: StatusArgs) -> CommandResult {
             let oldest = g.oldest_pending_age.map_or("-".to_string(), |d| {
                 humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
             });
+            let dead = g
+                .dead_letter
+                .as_ref()
+                .map_or("-".to_string(), |d| d.length.to_string());
             let group = if g.created {
                 g.name.clone()
             } else {
@@ -87,14 +120,15 @@ pub(super) async fn status(args: StatusArgs) -> CommandResult {
                 .iter()
                 .map(|c| format!("{} ({})", c.name, c.pending))
                 .collect();
-            println!(
-                "{name:<24} {pool:<10} {length:>10}  {group:<24} {:>8} {lag:>8} {oldest:>12}  {}",
+            let _ = writeln!(
+                out,
+                "{name:<24} {pool:<10} {length:>10}  {group:<24} {:>8} {lag:>8} {oldest:>10} {dead:>12}  {}",
                 g.pending,
                 consumers.join(", ")
             );
         }
     }
-    Ok(())
+    out.trim_end().to_string()
 }
 
 pub(super) async fn claim(args: ClaimArgs) -> CommandResult {

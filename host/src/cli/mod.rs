@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod demo;
 mod inspect;
+mod ops;
 mod publish;
 mod run;
 
@@ -101,6 +102,10 @@ pub enum Command {
     Gc(inspect::GcArgs),
     /// Check the configuration; exit 0 when all is well.
     Validate(inspect::ValidateArgs),
+    /// Print a stream's entries as they arrive (body as JSON), without joining a group.
+    Tail(ops::TailArgs),
+    /// Republish dead-lettered entries, atomically per entry.
+    Redrive(ops::RedriveArgs),
     /// A tour of Beehive on a private redis-server: publish, consume, status, GC.
     Demo(demo::DemoArgs),
 }
@@ -142,6 +147,8 @@ where
             Command::Claim(args) => inspect::claim(args).await,
             Command::Gc(args) => inspect::gc(args).await,
             Command::Validate(args) => inspect::validate(args).await,
+            Command::Tail(args) => ops::tail(args).await,
+            Command::Redrive(args) => ops::redrive(args).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });
