@@ -48,6 +48,8 @@ impl std::error::Error for ConfigError {}
 
 /// The reserved top-level key for consumer settings.
 pub const CONSUMERS_KEY: &str = "consumers";
+/// The reserved top-level key for the metrics endpoint (`metrics: { addr: 127.0.0.1:9464 }`).
+pub const METRICS_KEY: &str = "metrics";
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ pub struct Config {
     pub registry: ValidatedRegistry,
     /// Settings per WebAssembly consumer group, by group name.
     pub consumers: BTreeMap<String, ConsumerConfig>,
+    /// Where `beehive run` serves Prometheus metrics (`metrics.addr`); off when `None`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where a group's component comes from.
@@ -139,10 +143,39 @@ impl Config {
         let mut stream_pools: BTreeMap<String, String> = BTreeMap::new();
         let mut group_pools: BTreeMap<String, (String, String)> = BTreeMap::new();
         let mut consumers_value = None;
+        let mut metrics_addr = None;
         for (key, value) in &root {
             let name = p.key(key, "")?;
             if name == CONSUMERS_KEY {
                 consumers_value = Some(value);
+                continue;
+            }
+            if name == METRICS_KEY {
+                let map = p.map(value, METRICS_KEY, "a map with the key addr")?;
+                for (k, v) in map {
+                    let k = p.key(k, METRICS_KEY)?;
+                    let path = format!("{METRICS_KEY}.{k}");
+                    match k.as_str() {
+                        "addr" => {
+                            let text = match v {
+                                Value::Number(n) => n.to_string(),
+                                other => p.string(
+                                    other,
+                                    &path,
+                                    "host:port, or a port (served on 127.0.0.1)",
+                                )?,
+                            };
+                            metrics_addr = Some(
+                                crate::metrics::parse_addr(&text).map_err(|e| p.err(&path, e))?,
+                            );
+                        }
+                        other => {
+                            return Err(
+                                p.err(&path, format!("unknown key {other:?}: expected addr"))
+                            );
+                        }
+                    }
+                }
                 continue;
             }
             p.name(&name, &name, "pool")?;
@@ -227,6 +260,7 @@ impl Config {
             file: file.to_path_buf(),
             registry,
             consumers,
+            metrics_addr,
         })
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::commands::{self, RawEntry};
 use crate::commit::{CommitBatch, LOCK_LOST};
@@ -22,6 +23,7 @@ use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
 use crate::event::{EntryId, Event, NewEvent};
 use crate::lock::Lock;
+use crate::metrics::{BatchCounts, Metrics};
 use crate::registry::GroupDef;
 
 /// What a handler decided for one event.
@@ -108,6 +110,8 @@ pub struct ConsumerOptions {
     pub max_deliveries: Option<u32>,
     /// Where dead-lettered entries go. Default `<group>-dead-letter`.
     pub dead_letter_stream: String,
+    /// Where to count batches, failures and publishes. Default `None`.
+    pub metrics: Option<Metrics>,
     /// Test hook: the next this-many commits fail before reaching Redis, as if the host
     /// died between the handler's return and the commit.
     #[doc(hidden)]
@@ -126,6 +130,7 @@ impl ConsumerOptions {
             max_deliveries: None,
             dead_letter_stream: format!("{group}-dead-letter"),
             fail_commits: Arc::default(),
+            metrics: None,
         }
     }
 }
@@ -268,7 +273,14 @@ impl Consumer {
             count,
             cancel,
         };
-        let result = run.run(handler).await;
+        if let Some(metrics) = &self.options.metrics {
+            metrics.lock_held(&self.group.name, 1);
+        }
+        let span = tracing::info_span!("consumer", group = %self.group.name, consumer = %consumer_name(nr));
+        let result = run.run(handler).instrument(span).await;
+        if let Some(metrics) = &self.options.metrics {
+            metrics.lock_held(&self.group.name, -1);
+        }
         let lost = lock.lost().is_cancelled() || matches!(result, Err(Error::LockLost(_)));
         if let Err(e) = lock.release().await {
             tracing::warn!(error = %e, "cannot release consumer lock; it expires by itself");
@@ -634,10 +646,13 @@ impl Run<'_> {
     /// Handles one batch and commits the outcome. Only a lost lock is an error here:
     /// handler failures and commit failures leave the batch pending for a retry.
     async fn handle<H: BatchHandler>(&mut self, handler: &mut H, batch: Vec<Event>) -> Result<()> {
+        let started = Instant::now();
         let group = self.consumer.group.name.clone();
         let dead_letter_stream = self.options().dead_letter_stream.clone();
         let max = self.options().max_deliveries;
         let mut commit = CommitBatch::default();
+        let mut counts = BatchCounts::default();
+        let oldest_entry_ms = batch.iter().map(|e| e.id.ms).min();
         // Entries that cannot be handled never reach the handler.
         let (events, hopeless): (Vec<Event>, Vec<Event>) = batch.into_iter().partition(|e| {
             let deleted = e.body.is_none() && e.meta.is_empty();
@@ -656,38 +671,47 @@ impl Run<'_> {
             };
             tracing::warn!(group = %group, stream = %event.stream, id = %event.id, %reason, "dead-lettering entry");
             commit.dead_letter(&dead_letter_stream, &group, event, &reason);
+            counts.dead_lettered += 1;
         }
-        let mut failed = false;
+        let mut publishes: Vec<NewEvent> = Vec::new();
         if !events.is_empty() {
-            let call = AssertUnwindSafe(handler.handle(&events)).catch_unwind();
+            counts.handled = events.len() as u64;
+            let span = tracing::info_span!("batch", size = events.len(), first = %events[0].id);
+            let call = AssertUnwindSafe(handler.handle(&events))
+                .catch_unwind()
+                .instrument(span);
             let result = tokio::select! {
                 result = call => result,
                 _ = self.lock.lost().cancelled() => return Err(Error::LockLost(self.lock.key().to_string())),
             };
             let decision = match result {
                 Ok(Ok(decision)) if decision.outcomes.len() == events.len() => Ok(decision),
-                Ok(Ok(decision)) => Err(format!(
-                    "the handler returned {} outcomes for {} events",
-                    decision.outcomes.len(),
-                    events.len()
+                Ok(Ok(decision)) => Err((
+                    "wrong_outcomes",
+                    anyhow::anyhow!(
+                        "the handler returned {} outcomes for {} events",
+                        decision.outcomes.len(),
+                        events.len()
+                    ),
                 )),
-                Ok(Err(e)) => Err(format!("{e:#}")),
-                Err(panic) => Err(format!("the handler panicked: {}", panic_message(&panic))),
+                Ok(Err(e)) => Err((failure_kind(&e), e)),
+                Err(panic) => Err((
+                    "panic",
+                    anyhow::anyhow!("the handler panicked: {}", panic_message(&panic)),
+                )),
             };
-            if let Err(error) = &decision {
-                tracing::warn!(group = %group, consumer = %self.name, events = events.len(), %error, "batch failed; it stays pending for a retry");
-            }
             match decision {
                 Ok(decision) => {
-                    for event in &decision.publishes {
-                        commit.publish(event);
-                    }
                     let mut acks: BTreeMap<&str, Vec<EntryId>> = BTreeMap::new();
                     for (event, outcome) in events.iter().zip(&decision.outcomes) {
                         match outcome {
-                            Outcome::Ack => acks.entry(event.stream()).or_default().push(event.id),
+                            Outcome::Ack => {
+                                acks.entry(event.stream()).or_default().push(event.id);
+                                counts.acked += 1;
+                            }
                             Outcome::DeadLetter(reason) => {
-                                commit.dead_letter(&dead_letter_stream, &group, event, reason)
+                                commit.dead_letter(&dead_letter_stream, &group, event, reason);
+                                counts.dead_lettered += 1;
                             }
                             Outcome::Retry(reason)
                                 if max.is_some_and(|m| event.deliveries >= m) =>
@@ -697,21 +721,34 @@ impl Run<'_> {
                                     event.deliveries
                                 );
                                 commit.dead_letter(&dead_letter_stream, &group, event, &reason);
+                                counts.dead_lettered += 1;
                             }
-                            Outcome::Retry(_) => failed = true,
+                            Outcome::Retry(_) => counts.retried += 1,
                         }
                     }
                     for (stream, ids) in acks {
                         commit.ack(stream, &group, &ids);
                     }
+                    for event in &decision.publishes {
+                        commit.publish(event);
+                    }
+                    publishes = decision.publishes;
                 }
-                Err(error) => {
-                    failed = true;
-                    if let Some(m) = max {
-                        for event in events.iter().filter(|e| e.deliveries >= m) {
-                            let reason =
-                                format!("failed {} times, last: {error}", event.deliveries);
-                            commit.dead_letter(&dead_letter_stream, &group, event, &reason);
+                Err((kind, error)) => {
+                    let error = format!("{error:#}");
+                    tracing::warn!(group = %group, consumer = %self.name, events = events.len(), %error, "batch failed; it stays pending for a retry");
+                    if let Some(metrics) = &self.options().metrics {
+                        metrics.failure(&group, kind);
+                    }
+                    for event in &events {
+                        match max {
+                            Some(m) if event.deliveries >= m => {
+                                let reason =
+                                    format!("failed {} times, last: {error}", event.deliveries);
+                                commit.dead_letter(&dead_letter_stream, &group, event, &reason);
+                                counts.dead_lettered += 1;
+                            }
+                            _ => counts.retried += 1,
                         }
                     }
                 }
@@ -722,25 +759,110 @@ impl Run<'_> {
             .fail_commits
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
-        if injected {
+        let committed = if injected {
             tracing::warn!(group = %group, consumer = %self.name, "injected fault: the commit is dropped; the batch stays pending");
-            failed = true;
-        } else if let Err(e) = commit
-            .run(&mut self.con, Some((self.lock.key(), self.lock.token())))
-            .await
-        {
-            if e.code() == Some(LOCK_LOST) {
-                return Err(Error::LockLost(self.lock.key().to_string()));
+            false
+        } else {
+            match commit
+                .run(&mut self.con, Some((self.lock.key(), self.lock.token())))
+                .await
+            {
+                Ok(_) => true,
+                Err(e) if e.code() == Some(LOCK_LOST) => {
+                    return Err(Error::LockLost(self.lock.key().to_string()));
+                }
+                Err(e) => {
+                    tracing::warn!(group = %group, consumer = %self.name, error = %e, "commit failed; the batch stays pending");
+                    self.on_redis_error(&e);
+                    false
+                }
             }
-            tracing::warn!(group = %group, consumer = %self.name, error = %e, "commit failed; the batch stays pending");
-            self.on_redis_error(&e);
-            failed = true;
+        };
+        if let Some(metrics) = &self.options().metrics {
+            if committed {
+                metrics.batch(&group, counts, started.elapsed(), oldest_entry_ms);
+                let mut per_stream: BTreeMap<&str, u64> = BTreeMap::new();
+                for event in &publishes {
+                    *per_stream.entry(event.stream()).or_default() += 1;
+                }
+                for (stream, n) in per_stream {
+                    metrics.published(&group, stream, n);
+                }
+            } else {
+                metrics.commit_failed(&group);
+            }
         }
-        if failed {
+        if !committed || counts.retried > 0 {
             let at = Instant::now() + self.options().retry_delay;
             self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
         }
         Ok(())
+    }
+}
+
+/// The metrics label of a handler error: a [`BatchError`] says its kind; anything else is
+/// an `error`.
+fn failure_kind(error: &anyhow::Error) -> &'static str {
+    error
+        .downcast_ref::<BatchError>()
+        .map_or("error", |e| e.kind.label())
+}
+
+/// A handler error that says what kind of failure it was (for metrics); return it from a
+/// [`BatchHandler`] as `Err(BatchError { .. }.into())`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// What happened.
+    pub message: String,
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// Why a handler failed a batch, attached to its error for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The guest trapped (a panic, `unreachable`, ...).
+    Trap,
+    /// The batch ran past its CPU deadline.
+    Deadline,
+    /// The guest hit its memory cap.
+    Memory,
+    /// The guest overflowed its stack.
+    StackOverflow,
+    /// The guest returned an error for the batch.
+    Error,
+    /// The guest returned the wrong number of outcomes.
+    WrongOutcomes,
+    /// The component could not be instantiated.
+    Instantiate,
+}
+
+impl FailureKind {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Deadline => "deadline",
+            FailureKind::Memory => "memory",
+            FailureKind::StackOverflow => "stack_overflow",
+            FailureKind::Error => "error",
+            FailureKind::WrongOutcomes => "wrong_outcomes",
+            FailureKind::Instantiate => "instantiate",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
     }
 }
 

@@ -49,6 +49,7 @@ pub mod event;
 pub mod flusher;
 pub mod gc;
 pub(crate) mod lock;
+pub mod metrics;
 pub mod redis_server;
 pub mod redrive;
 pub mod registry;

@@ -18,6 +18,11 @@ pub struct RunOptions {
     pub drain: bool,
     /// How often garbage collection runs (not in drain mode).
     pub gc_interval: Duration,
+    /// Where batches, failures and publishes are counted; its gauges are refreshed from
+    /// statistics every `stats_interval`.
+    pub metrics: Option<crate::metrics::Metrics>,
+    /// How often the metrics gauges are refreshed.
+    pub stats_interval: Duration,
 }
 
 impl Default for RunOptions {
@@ -25,6 +30,8 @@ impl Default for RunOptions {
         RunOptions {
             drain: false,
             gc_interval: Duration::from_secs(30),
+            metrics: None,
+            stats_interval: Duration::from_secs(5),
         }
     }
 }
@@ -52,12 +59,17 @@ pub fn load_components(
 }
 
 /// The sandbox settings of a group.
-pub fn guest_settings(consumer: &ConsumerConfig) -> GuestSettings {
+pub fn guest_settings(
+    consumer: &ConsumerConfig,
+    metrics: Option<crate::metrics::Metrics>,
+) -> GuestSettings {
     GuestSettings {
+        group: consumer.group.clone(),
         publish: consumer.publish.clone(),
         max_publishes: consumer.max_publishes,
         memory: consumer.memory,
         timeout: consumer.timeout,
+        metrics,
     }
 }
 
@@ -82,7 +94,7 @@ pub async fn run(
                 consumer.clone(),
                 component.clone(),
                 nr,
-                options.drain,
+                options.clone(),
                 cancel.clone(),
             ));
         }
@@ -92,6 +104,36 @@ pub async fn run(
         let (engine, gc_cancel, interval) =
             (engine.clone(), gc_cancel.clone(), options.gc_interval);
         tokio::spawn(async move { engine.run_gc(gc_cancel, interval).await });
+    }
+    if let Some(metrics) = options.metrics.clone() {
+        let (broker, stop, interval) = (
+            engine.event_broker(),
+            gc_cancel.clone(),
+            options.stats_interval,
+        );
+        let dead_letters: BTreeMap<String, String> = config
+            .consumers
+            .iter()
+            .map(|(g, c)| (g.clone(), c.dead_letter.clone()))
+            .collect();
+        tokio::spawn(async move {
+            let name = |group: &str| {
+                dead_letters
+                    .get(group)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{group}-dead-letter"))
+            };
+            loop {
+                match broker.statistics_with(&name).await {
+                    Ok(stats) => metrics.observe_statistics(&stats),
+                    Err(e) => tracing::warn!(error = %e, "cannot refresh metrics gauges"),
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
+        });
     }
     while let Some(result) = tasks.join_next().await {
         if let Err(e) = result {
@@ -106,9 +148,10 @@ async fn run_consumer(
     config: ConsumerConfig,
     component: Component,
     nr: u32,
-    drain: bool,
+    run: RunOptions,
     cancel: CancellationToken,
 ) {
+    let drain = run.drain;
     let group = config.group.clone();
     let mut consumer = match engine.event_broker().consumer(&group) {
         Ok(consumer) => consumer,
@@ -126,8 +169,9 @@ async fn run_consumer(
         options.reclaim_idle = Some(config.min_idle);
         options.pending_interval =
             (config.min_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        options.metrics = run.metrics.clone();
     }
-    let settings = guest_settings(&config);
+    let settings = guest_settings(&config, run.metrics.clone());
     let label = format!("{group}/consumer-{nr}");
     let mut failures = 0u32;
     loop {

@@ -285,3 +285,130 @@ async fn status_json_reports_oldest_pending_age_and_dead_letter_lengths() {
     let table = ok(&beehive(&["status"], &cfg));
     assert!(table.contains("DEAD-LETTER"), "{table}");
 }
+
+/// `GET /metrics` over plain TCP; the body.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let _ = socket.read_to_string(&mut response);
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the sample `name{labels}` in a scrape, 0 when absent.
+fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_what_handlers_decided() {
+    let server = redis();
+    let dir = TempDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.write(
+        "beehive.yaml",
+        &format!(
+            "default:\n  redis: {}:0\n  streams:\n    events: [handlers]\n    receipts: [auditors]\nmetrics:\n  addr: 127.0.0.1:{port}\nconsumers:\n  handlers:\n    component: {}\n    publish: [receipts]\n    block: 100ms\n    count: 5\n    max-deliveries: 2\n",
+            server.address(),
+            component("beehive-test-hostile").display()
+        ),
+    );
+    let engine = engine(&server, &[("events", &["handlers"])]).await;
+    let broker = engine.event_broker();
+    let mut flusher = broker.new_flusher();
+    for i in 0..10 {
+        flusher.publish("events", &i, &[("n", "ok")]).unwrap();
+    }
+    for _ in 0..3 {
+        flusher.publish_meta("events", &[("do", "retry")]).unwrap();
+    }
+    for _ in 0..2 {
+        flusher
+            .publish_meta("events", &[("do", "publish-to"), ("to", "nowhere")])
+            .unwrap();
+    }
+    flusher.flush().await.unwrap();
+    let host = beehive_tests::Beehive::run(&cfg, &[]);
+    let g = "{group=\"handlers\"}";
+    beehive_tests::eventually(
+        "the metrics to count every decision",
+        std::time::Duration::from_secs(30),
+        || async {
+            let text = scrape(port);
+            sample(&text, &format!("beehive_events_dead_lettered_total{g}")) == 5.0
+                && sample(&text, &format!("beehive_events_acked_total{g}")) == 10.0
+        },
+    )
+    .await;
+    let text = scrape(port);
+    assert_eq!(
+        sample(&text, &format!("beehive_events_acked_total{g}")),
+        10.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("beehive_events_retried_total{g}")),
+        3.0,
+        "first deliveries of the retried events\n{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("beehive_events_dead_lettered_total{g}")),
+        5.0,
+        "3 gave up + 2 refused publishes\n{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("beehive_events_handled_total{g}")),
+        18.0,
+        "15 first deliveries + 3 redeliveries\n{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("beehive_publishes_refused_total{g}")),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "beehive_publishes_total{group=\"handlers\",stream=\"receipts\"}"
+        ),
+        10.0,
+        "{text}"
+    );
+    assert!(text.contains("beehive_batch_seconds_bucket"), "{text}");
+    assert!(text.contains("beehive_event_delay_seconds_count"), "{text}");
+    assert_eq!(
+        sample(&text, &format!("beehive_locks_held{g}")),
+        1.0,
+        "{text}"
+    );
+    beehive_tests::eventually(
+        "the gauges to refresh",
+        std::time::Duration::from_secs(15),
+        || async {
+            sample(
+                &scrape(port),
+                "beehive_pending{group=\"handlers\",stream=\"events\"}",
+            ) == 0.0
+                && scrape(port).contains("beehive_stream_length{stream=\"events\"} 15")
+        },
+    )
+    .await;
+    assert!(!text.contains("1795"), "no entry IDs in labels");
+    drop(host);
+    assert_eq!(xlen(&server, "handlers-dead-letter").await, 5);
+}

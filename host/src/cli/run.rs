@@ -11,6 +11,10 @@ pub struct RunArgs {
     /// Drain every group once, then exit (for batch jobs and tests).
     #[arg(long)]
     pub drain: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (host:port, or a port on 127.0.0.1);
+    /// overrides `metrics.addr` in the config. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub config: ConfigArg,
@@ -22,7 +26,26 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
         .map_err(|e| Failure::Runtime(format!("cannot start the WebAssembly engine: {e:#}")))?;
     let components =
         supervisor::load_components(&config, &wasm).map_err(|e| Failure::Usage(e.to_string()))?;
+    let metrics_addr = match &args.metrics_addr {
+        Some(text) => Some(
+            crate::metrics::parse_addr(text)
+                .map_err(|e| Failure::Usage(format!("--metrics-addr: {e}")))?,
+        ),
+        None => config.metrics_addr,
+    };
     let cancel = CancellationToken::new();
+    let metrics = match metrics_addr {
+        Some(addr) => {
+            let metrics = crate::metrics::Metrics::new();
+            metrics
+                .clone()
+                .serve(addr, cancel.clone())
+                .await
+                .map_err(|e| Failure::Runtime(format!("cannot serve metrics on {addr}: {e}")))?;
+            Some(metrics)
+        }
+        None => None,
+    };
     tokio::spawn(stop_on_signal(cancel.clone()));
     tracing::info!(
         groups = config.consumers.len(),
@@ -34,6 +57,7 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
         &components,
         RunOptions {
             drain: args.drain,
+            metrics,
             ..RunOptions::default()
         },
         cancel,

@@ -3,19 +3,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::Consumer;
 use super::bindings::beehive::broker::types;
 use super::component::Component;
 use super::host::HostState;
-use crate::consumer::{BatchHandler, Decision, Outcome};
+use crate::consumer::{BatchError, BatchHandler, Decision, FailureKind, Outcome};
 use crate::event::Event;
 
 /// What a group's guest may do: its sandbox limits and publish allow-list.
 #[derive(Debug, Clone)]
 pub struct GuestSettings {
+    /// The group (for logs and metrics).
+    pub group: String,
     /// Streams the guest may publish to.
     pub publish: Vec<String>,
     /// Most events one batch may publish.
@@ -24,6 +25,22 @@ pub struct GuestSettings {
     pub memory: u64,
     /// CPU deadline per batch.
     pub timeout: Duration,
+    /// Where refused publishes are counted.
+    pub metrics: Option<crate::metrics::Metrics>,
+}
+
+impl Default for GuestSettings {
+    /// The config defaults: no publishing, 10,000 publishes per batch, 64 MiB, 5 s.
+    fn default() -> Self {
+        GuestSettings {
+            group: String::new(),
+            publish: Vec::new(),
+            max_publishes: 10_000,
+            memory: 64 << 20,
+            timeout: Duration::from_secs(5),
+            metrics: None,
+        }
+    }
 }
 
 /// Runs batches through a component: one store and instance, reused across batches and
@@ -82,10 +99,10 @@ impl WasmHandler {
             )
             .await
             .map_err(|e| {
-                anyhow!(
-                    "cannot instantiate {}: {}",
-                    self.component.origin(),
-                    describe_trap(&e)
+                let (_, text) = describe_trap(&e);
+                failure(
+                    FailureKind::Instantiate,
+                    format!("cannot instantiate {}: {text}", self.component.origin()),
                 )
             })?;
             self.instance = Some(instance);
@@ -103,11 +120,14 @@ impl WasmHandler {
         match result {
             Ok(Ok(outcomes)) => {
                 if outcomes.len() != events.len() {
-                    anyhow::bail!(
-                        "the handler returned {} outcomes for {} events",
-                        outcomes.len(),
-                        events.len()
-                    );
+                    return Err(failure(
+                        FailureKind::WrongOutcomes,
+                        format!(
+                            "the handler returned {} outcomes for {} events",
+                            outcomes.len(),
+                            events.len()
+                        ),
+                    ));
                 }
                 if store.data().publish_overflow {
                     tracing::warn!(consumer = %self.label, max = self.settings.max_publishes, "the batch hit max-publishes; further publishes were refused");
@@ -118,14 +138,15 @@ impl WasmHandler {
                     publishes,
                 })
             }
-            Ok(Err(message)) => Err(anyhow!(
-                "the handler failed the batch: {}",
-                truncate(&message, 2048)
+            Ok(Err(message)) => Err(failure(
+                FailureKind::Error,
+                format!("the handler failed the batch: {}", truncate(&message, 2048)),
             )),
             Err(trap) => {
                 // A trapped instance cannot be entered again: start afresh next batch.
                 self.instance = None;
-                Err(anyhow!("the component trapped: {}", describe_trap(&trap)))
+                let (kind, text) = describe_trap(&trap);
+                Err(failure(kind, format!("the component trapped: {text}")))
             }
         }
     }
@@ -168,20 +189,30 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-/// Names the kind of trap: deadline, memory limit, or the guest's own failure.
-fn describe_trap(error: &wasmtime::Error) -> String {
+fn failure(kind: FailureKind, message: String) -> anyhow::Error {
+    BatchError { kind, message }.into()
+}
+
+/// Names the kind of trap: deadline, memory limit, stack overflow, or the guest's own.
+fn describe_trap(error: &wasmtime::Error) -> (FailureKind, String) {
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => "deadline exceeded (limits.timeout)".to_string(),
-        Some(Trap::StackOverflow) => "stack overflow".to_string(),
+        Some(Trap::Interrupt) => (
+            FailureKind::Deadline,
+            "deadline exceeded (limits.timeout)".to_string(),
+        ),
+        Some(Trap::StackOverflow) => (FailureKind::StackOverflow, "stack overflow".to_string()),
         _ => {
             let text = format!("{error:#}");
             if text.contains("memory") && (text.contains("limit") || text.contains("grow")) {
-                format!(
-                    "memory limit exceeded (limits.memory): {}",
-                    truncate(&text, 512)
+                (
+                    FailureKind::Memory,
+                    format!(
+                        "memory limit exceeded (limits.memory): {}",
+                        truncate(&text, 512)
+                    ),
                 )
             } else {
-                truncate(&text, 1024).to_string()
+                (FailureKind::Trap, truncate(&text, 1024).to_string())
             }
         }
     }

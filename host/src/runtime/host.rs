@@ -88,6 +88,24 @@ impl publisher::Host for HostState {
         body: Option<Vec<u8>>,
         meta: Vec<(String, String)>,
     ) -> Result<(), String> {
+        let result = self.check_publish(stream, body, meta);
+        if result.is_err()
+            && let Some(metrics) = &self.settings.metrics
+        {
+            metrics.publish_refused(&self.settings.group);
+        }
+        result
+    }
+}
+
+impl HostState {
+    /// Checks a guest's publish against the allow-list and the batch limit, and buffers it.
+    fn check_publish(
+        &mut self,
+        stream: String,
+        body: Option<Vec<u8>>,
+        meta: Vec<(String, String)>,
+    ) -> Result<(), String> {
         if !self.settings.publish.contains(&stream) {
             tracing::warn!(consumer = %self.label, %stream, "refused publish: stream not in the group's publish allow-list");
             return Err(format!(

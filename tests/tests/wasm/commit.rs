@@ -27,6 +27,7 @@ async fn a_fault_between_handling_and_commit_publishes_nothing_and_redelivers_on
         max_publishes: 100,
         memory: 32 << 20,
         timeout: Duration::from_secs(2),
+        ..GuestSettings::default()
     };
     let mut consumer = engine.event_broker().consumer("handlers").unwrap();
     consumer.options_mut().block = Duration::from_millis(100);

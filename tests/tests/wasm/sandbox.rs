@@ -28,6 +28,7 @@ async fn run_until_settled(
         max_publishes: 100,
         memory: 16 << 20,
         timeout: Duration::from_millis(300),
+        ..GuestSettings::default()
     };
     let mut consumer = broker.consumer("handlers").unwrap();
     {
