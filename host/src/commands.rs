@@ -427,6 +427,50 @@ pub(crate) async fn last_id<C: ConnectionLike>(con: &mut C, stream: &str) -> Red
         .map_or(EntryId::ZERO, |e| e.id))
 }
 
+/// Every key starting with `prefix` (`SCAN ... MATCH <escaped prefix>*`) with its string
+/// value.
+pub(crate) async fn values_with_prefix<C: ConnectionLike>(
+    con: &mut C,
+    prefix: &str,
+) -> RedisResult<Vec<(String, String)>> {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('*');
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await?;
+        keys.extend(page);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(con).await?;
+    let mut out: Vec<(String, String)> = keys
+        .into_iter()
+        .zip(values)
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// `XTRIM <stream> MINID <id>`: deletes entries with an ID below `id`; returns how many.
 pub(crate) fn xtrim_minid(stream: &str, min_id: EntryId) -> Cmd {
     let mut cmd = redis::cmd("XTRIM");

@@ -53,6 +53,7 @@ pub mod metrics;
 pub mod redis_server;
 pub mod redrive;
 pub mod registry;
+pub mod reload;
 pub mod runtime;
 pub mod stats;
 pub mod supervisor;

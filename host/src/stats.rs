@@ -43,6 +43,17 @@ pub struct GroupStatistics {
     pub consumers: Vec<ConsumerStatistics>,
     /// The group's dead-letter stream and its length (registered groups only).
     pub dead_letter: Option<DeadLetterStatistics>,
+    /// The hosts running the group's component right now, with the digest each runs.
+    pub hosts: Vec<HostComponent>,
+}
+
+/// A host running a group's component.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HostComponent {
+    /// `<hostname>:<pid>`.
+    pub host: String,
+    /// SHA-256 digest of the component version it runs.
+    pub digest: String,
 }
 
 /// A group's dead-letter stream.
@@ -111,6 +122,7 @@ pub(crate) async fn collect(
                         oldest_pending_age: None,
                         consumers: Vec::new(),
                         dead_letter: None,
+                        hosts: Vec::new(),
                     });
                 }
             }
@@ -139,6 +151,7 @@ pub(crate) async fn collect(
                         .map(|id| Duration::from_millis(now_ms.saturating_sub(id.ms))),
                     consumers,
                     dead_letter: None,
+                    hosts: Vec::new(),
                     name: info.name,
                 });
             }
@@ -149,6 +162,15 @@ pub(crate) async fn collect(
                     .query_async(&mut con)
                     .await?;
                 group.dead_letter = Some(DeadLetterStatistics { stream, length });
+                let prefix = crate::supervisor::host_key(&group.name, "");
+                group.hosts = commands::values_with_prefix(&mut con, &prefix)
+                    .await?
+                    .into_iter()
+                    .map(|(key, digest)| HostComponent {
+                        host: key[prefix.len()..].to_string(),
+                        digest,
+                    })
+                    .collect();
             }
             groups.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(StreamStatistics {

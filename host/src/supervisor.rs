@@ -2,6 +2,7 @@
 //! plus reclaiming (inside each consumer's pending passes) and garbage collection.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ComponentSource, Config, ConsumerConfig};
 use crate::engine::Engine;
+use crate::reload::Reloader;
 use crate::runtime::{Component, ComponentError, GuestSettings, WasmEngine, WasmHandler};
 
 /// How `beehive run` behaves.
@@ -73,42 +75,49 @@ pub fn guest_settings(
     }
 }
 
-/// Runs every consumer of `config` with its loaded component until `cancel` fires (or, with
-/// `drain`, until everything is drained). In-flight batches finish and commit before it
-/// returns; locks are released.
+/// Runs every consumer of `config` with the live component versions of `reloader` until
+/// `cancel` fires (or, with `drain`, until everything is drained). In-flight batches finish
+/// and commit before it returns; locks are released.
 pub async fn run(
     config: &Config,
-    components: &BTreeMap<String, Component>,
+    reloader: &Arc<Reloader>,
     options: RunOptions,
     cancel: CancellationToken,
 ) {
     let engine = config.registry.create_engine();
     let mut tasks = JoinSet::new();
+    let background = CancellationToken::new();
     for (group, consumer) in &config.consumers {
-        let Some(component) = components.get(group) else {
+        let Some(updates) = reloader.subscribe(group) else {
             continue;
         };
+        if !options.drain {
+            tokio::spawn(advertise(
+                engine.clone(),
+                group.clone(),
+                updates.clone(),
+                background.clone(),
+            ));
+        }
         for nr in 1..=consumer.instances {
             tasks.spawn(run_consumer(
                 engine.clone(),
                 consumer.clone(),
-                component.clone(),
+                updates.clone(),
                 nr,
                 options.clone(),
                 cancel.clone(),
             ));
         }
     }
-    let gc_cancel = CancellationToken::new();
     if !options.drain {
-        let (engine, gc_cancel, interval) =
-            (engine.clone(), gc_cancel.clone(), options.gc_interval);
-        tokio::spawn(async move { engine.run_gc(gc_cancel, interval).await });
+        let (engine, stop, interval) = (engine.clone(), background.clone(), options.gc_interval);
+        tokio::spawn(async move { engine.run_gc(stop, interval).await });
     }
     if let Some(metrics) = options.metrics.clone() {
         let (broker, stop, interval) = (
             engine.event_broker(),
-            gc_cancel.clone(),
+            background.clone(),
             options.stats_interval,
         );
         let dead_letters: BTreeMap<String, String> = config
@@ -140,13 +149,72 @@ pub async fn run(
             tracing::error!(error = %e, "a consumer task failed");
         }
     }
-    gc_cancel.cancel();
+    background.cancel();
+}
+
+/// This host's identity in `beehive:hosts:*` keys: `<hostname>:<pid>`.
+pub fn host_id() -> String {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{hostname}:{}", std::process::id())
+}
+
+/// The key under which a host advertises the digest it runs for a group.
+pub fn host_key(group: &str, host: &str) -> String {
+    format!("{HOSTS_PREFIX}{group}:{host}")
+}
+
+/// Prefix of the keys `beehive:hosts:<group>:<host>` = running digest (expire when the host
+/// stops advertising).
+pub const HOSTS_PREFIX: &str = "beehive:hosts:";
+const ADVERTISE_EVERY: Duration = Duration::from_secs(10);
+const ADVERTISE_TTL: Duration = Duration::from_secs(30);
+
+/// Keeps `beehive:hosts:<group>:<host>` set to the digest this host runs, at once after a
+/// swap and every 10 s otherwise; deleted when the host stops.
+async fn advertise(
+    engine: Engine,
+    group: String,
+    mut updates: tokio::sync::watch::Receiver<Component>,
+    stop: CancellationToken,
+) {
+    let Some(pool) = engine.registry().group(&group).map(|g| g.pool.clone()) else {
+        return;
+    };
+    let key = host_key(&group, &host_id());
+    loop {
+        let digest = updates.borrow_and_update().digest().to_string();
+        if let Ok(mut con) = engine.connection(&pool).await {
+            let result: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(&key)
+                .arg(&digest)
+                .arg("PX")
+                .arg(ADVERTISE_TTL.as_millis() as u64)
+                .query_async(&mut con)
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "cannot advertise the running component");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = updates.changed() => {}
+            _ = tokio::time::sleep(ADVERTISE_EVERY) => {}
+        }
+    }
+    if let Ok(mut con) = engine.connection(&pool).await {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query_async(&mut con).await;
+    }
 }
 
 async fn run_consumer(
     engine: Engine,
     config: ConsumerConfig,
-    component: Component,
+    updates: tokio::sync::watch::Receiver<Component>,
     nr: u32,
     run: RunOptions,
     cancel: CancellationToken,
@@ -175,8 +243,8 @@ async fn run_consumer(
     let label = format!("{group}/consumer-{nr}");
     let mut failures = 0u32;
     loop {
-        let handler = WasmHandler::new(component.clone(), settings.clone(), &label);
-        tracing::info!(consumer = %label, digest = %component.short_digest(), "consumer starting");
+        let handler = WasmHandler::with_updates(updates.clone(), settings.clone(), &label);
+        tracing::info!(consumer = %label, digest = %handler.component().short_digest(), "consumer starting");
         match consumer
             .consume_with(cancel.clone(), nr, config.count, handler)
             .await

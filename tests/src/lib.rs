@@ -390,3 +390,40 @@ pub fn example_config(
         .join("\n");
     dir.write(&format!("{example}.yaml"), &text)
 }
+
+/// Builds the hostile test guest with `BEEHIVE_TEST_VERSION=version` baked in and returns a
+/// copy of it named after the version (so versions differ in digest and in the receipts
+/// they publish).
+pub fn hostile_version(version: &str) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let copy = target.join(format!("hostile-{version}.wasm"));
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(workspace_root())
+            .env("BEEHIVE_TEST_VERSION", version)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "beehive-test-hostile",
+            ])
+            .status()
+            .expect("run cargo build for the hostile guest");
+    assert!(
+        status.success(),
+        "building the hostile guest {version} failed"
+    );
+    std::fs::copy(
+        target.join("wasm32-wasip2/release/beehive_test_hostile.wasm"),
+        &copy,
+    )
+    .expect("copy the versioned guest");
+    copy
+}

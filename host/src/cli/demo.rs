@@ -197,9 +197,10 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
             args.python.display()
         );
     }
+    let reloader = std::sync::Arc::new(crate::reload::Reloader::new(wasm, &config, loaded, None));
     supervisor::run(
         &config,
-        &loaded,
+        &reloader,
         RunOptions {
             drain: true,
             ..RunOptions::default()

@@ -1,7 +1,11 @@
-//! `beehive run`: runs every configured consumer until SIGINT/SIGTERM.
+//! `beehive run`: runs every configured consumer until SIGINT/SIGTERM; reloads components
+//! when their files change or on SIGHUP.
+
+use std::sync::Arc;
 
 use super::{CommandResult, ConfigArg, Failure};
 use crate::CancellationToken;
+use crate::reload::{ReloadOutcome, Reloader};
 use crate::runtime::WasmEngine;
 use crate::supervisor::{self, RunOptions};
 
@@ -15,6 +19,9 @@ pub struct RunArgs {
     /// overrides `metrics.addr` in the config. Off by default.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+    /// Do not watch component files; reload only on SIGHUP.
+    #[arg(long)]
+    pub no_watch: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub config: ConfigArg,
@@ -46,7 +53,14 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
         }
         None => None,
     };
-    tokio::spawn(stop_on_signal(cancel.clone()));
+    let reloader = Arc::new(Reloader::new(wasm, &config, components, metrics.clone()));
+    if !args.drain && !args.no_watch {
+        reloader
+            .clone()
+            .watch_files(cancel.clone())
+            .map_err(|e| Failure::Runtime(format!("cannot watch component files: {e}")))?;
+    }
+    tokio::spawn(handle_signals(cancel.clone(), reloader.clone()));
     tracing::info!(
         groups = config.consumers.len(),
         drain = args.drain,
@@ -54,7 +68,7 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
     );
     supervisor::run(
         &config,
-        &components,
+        &reloader,
         RunOptions {
             drain: args.drain,
             metrics,
@@ -67,20 +81,37 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
     Ok(())
 }
 
-/// Cancels on SIGINT or SIGTERM: consumers stop reading, finish and commit their batches,
-/// and release their locks.
-async fn stop_on_signal(cancel: CancellationToken) {
+/// SIGINT or SIGTERM cancels (consumers stop reading, finish and commit their batches, and
+/// release their locks); SIGHUP reloads every component from its file.
+async fn handle_signals(cancel: CancellationToken, reloader: Arc<Reloader>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping after the batches in flight"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping after the batches in flight"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: stopping after the batches in flight");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: stopping after the batches in flight");
+                break;
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading components");
+                for (group, outcome) in reloader.reload_all().await {
+                    if outcome == ReloadOutcome::Unchanged {
+                        tracing::info!(group, "component unchanged");
+                    }
+                }
+            }
+        }
     }
     cancel.cancel();
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::Consumer;
@@ -50,6 +51,8 @@ pub struct WasmHandler {
     settings: Arc<GuestSettings>,
     label: Arc<str>,
     instance: Option<(Store<HostState>, Consumer)>,
+    /// New versions of the component (hot reload), taken between batches.
+    updates: Option<watch::Receiver<Component>>,
 }
 
 impl WasmHandler {
@@ -60,6 +63,36 @@ impl WasmHandler {
             settings: Arc::new(settings),
             label: Arc::from(label),
             instance: None,
+            updates: None,
+        }
+    }
+
+    /// A handler that follows `updates`: each batch starts on the newest version sent, while
+    /// a batch already in flight finishes (and commits) on the version it started with.
+    pub fn with_updates(
+        mut updates: watch::Receiver<Component>,
+        settings: GuestSettings,
+        label: &str,
+    ) -> Self {
+        let component = updates.borrow_and_update().clone();
+        let mut handler = Self::new(component, settings, label);
+        handler.updates = Some(updates);
+        handler
+    }
+
+    /// Switches to the newest version, if one was sent since the last batch.
+    fn take_update(&mut self) {
+        let Some(updates) = &mut self.updates else {
+            return;
+        };
+        if !updates.has_changed().unwrap_or(false) {
+            return;
+        }
+        let next = updates.borrow_and_update().clone();
+        if next.digest() != self.component.digest() {
+            tracing::info!(consumer = %self.label, from = %self.component.short_digest(), to = %next.short_digest(), "switching to the new component version");
+            self.component = next;
+            self.instance = None;
         }
     }
 
@@ -91,6 +124,7 @@ impl WasmHandler {
     }
 
     async fn call(&mut self, events: &[Event]) -> anyhow::Result<Decision> {
+        self.take_update();
         if self.instance.is_none() {
             let instance = Self::instantiate(
                 self.component.clone(),
@@ -159,6 +193,22 @@ impl BatchHandler for WasmHandler {
     ) -> impl Future<Output = anyhow::Result<Decision>> + Send + 'a {
         self.call(events)
     }
+}
+
+/// Instantiates `component` once in a throwaway store with the group's limits: a component
+/// that traps (or runs out of memory or time) while starting is refused before it is used.
+pub async fn check_instantiation(
+    component: &Component,
+    settings: &GuestSettings,
+) -> Result<(), String> {
+    WasmHandler::instantiate(
+        component.clone(),
+        Arc::new(settings.clone()),
+        Arc::from("instantiation check"),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| describe_trap(&e).1)
 }
 
 fn to_wit(event: &Event) -> types::Event {

@@ -16,4 +16,4 @@ mod host;
 mod output;
 
 pub use component::{Component, ComponentError, WasmEngine};
-pub use handler::{GuestSettings, WasmHandler};
+pub use handler::{GuestSettings, WasmHandler, check_instantiation};
