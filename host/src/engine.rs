@@ -53,6 +53,11 @@ impl Pool {
             .pool(&self.name)
     }
 
+    /// A publish/subscribe connection (for deploy notifications).
+    pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        self.client.get_async_pubsub().await.pool(&self.name)
+    }
+
     /// A connection of its own, for blocking reads: its response timeout must exceed the
     /// block time, or redis-rs gives up while Redis still delivers into the PEL.
     pub(crate) async fn dedicated(

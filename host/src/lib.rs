@@ -43,6 +43,7 @@ pub(crate) mod commands;
 pub mod commit;
 pub mod config;
 pub mod consumer;
+pub mod deploy;
 pub mod engine;
 pub mod error;
 pub mod event;

@@ -45,6 +45,8 @@ pub struct GroupStatistics {
     pub dead_letter: Option<DeadLetterStatistics>,
     /// The hosts running the group's component right now, with the digest each runs.
     pub hosts: Vec<HostComponent>,
+    /// The digest deployed through Redis (`beehive deploy`), if any.
+    pub deployed: Option<String>,
 }
 
 /// A host running a group's component.
@@ -123,6 +125,7 @@ pub(crate) async fn collect(
                         consumers: Vec::new(),
                         dead_letter: None,
                         hosts: Vec::new(),
+                        deployed: None,
                     });
                 }
             }
@@ -152,6 +155,7 @@ pub(crate) async fn collect(
                     consumers,
                     dead_letter: None,
                     hosts: Vec::new(),
+                    deployed: None,
                     name: info.name,
                 });
             }
@@ -171,6 +175,11 @@ pub(crate) async fn collect(
                         digest,
                     })
                     .collect();
+                group.deployed = redis::cmd("HGET")
+                    .arg(crate::deploy::component_key(&group.name))
+                    .arg("current")
+                    .query_async(&mut con)
+                    .await?;
             }
             groups.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(StreamStatistics {

@@ -45,12 +45,58 @@ pub fn load_components(
 ) -> Result<BTreeMap<String, Component>, ComponentError> {
     let mut components = BTreeMap::new();
     for (group, consumer) in &config.consumers {
-        let component = match &consumer.component {
-            ComponentSource::File(path) => wasm.load_file(path)?,
-            ComponentSource::Deployed => {
+        // Deployed components live in Redis: load_all fetches them.
+        if let ComponentSource::File(path) = &consumer.component {
+            let component = wasm.load_file(path)?;
+            tracing::info!(group = %group, component = %component.origin(), digest = %component.short_digest(), "loaded component");
+            components.insert(group.clone(), component);
+        }
+    }
+    Ok(components)
+}
+
+/// Loads every group's component for `beehive run`: a version deployed through Redis (see
+/// [`deploy`](crate::deploy)) wins over the file; a group configured as `deployed` needs one.
+pub async fn load_all(
+    config: &Config,
+    wasm: &WasmEngine,
+) -> Result<BTreeMap<String, Component>, ComponentError> {
+    let engine = config.registry.create_engine();
+    let mut components = BTreeMap::new();
+    for (group, consumer) in &config.consumers {
+        let deployed =
+            crate::deploy::deployed(&engine, group)
+                .await
+                .map_err(|e| ComponentError {
+                    origin: format!("deployed {group}"),
+                    reason: format!("cannot read the deployed version from Redis: {e}"),
+                })?;
+        let component = match (deployed, &consumer.component) {
+            (Some((digest, bytes)), _) => {
+                let wasm = wasm.clone();
+                let origin = crate::deploy::deployed_origin(group, &digest);
+                tokio::task::spawn_blocking(move || wasm.load_bytes(&bytes, &origin))
+                    .await
+                    .map_err(|e| ComponentError {
+                        origin: group.clone(),
+                        reason: e.to_string(),
+                    })??
+            }
+            (None, ComponentSource::File(path)) => {
+                let (wasm, path) = (wasm.clone(), path.clone());
+                tokio::task::spawn_blocking(move || wasm.load_file(&path))
+                    .await
+                    .map_err(|e| ComponentError {
+                        origin: group.clone(),
+                        reason: e.to_string(),
+                    })??
+            }
+            (None, ComponentSource::Deployed) => {
                 return Err(ComponentError {
                     origin: format!("consumers.{group}.component"),
-                    reason: "deployed components (beehive deploy) are not supported yet: give a file path".into(),
+                    reason: format!(
+                        "no version of {group} is deployed yet: run beehive deploy {group} <file.wasm>"
+                    ),
                 });
             }
         };

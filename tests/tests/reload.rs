@@ -213,3 +213,224 @@ async fn sighup_reloads_and_status_shows_the_running_digest() {
     )
     .await;
 }
+
+fn sha256(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The digests the hosts advertise, and the deployed one, from `beehive status --json`.
+fn rollout(cfg: &Path) -> (Vec<String>, Option<String>) {
+    let out = std::process::Command::new(beehive_tests::beehive_bin())
+        .args(["status", "--json", "-c"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let group = &status["streams"][0]["groups"][0];
+    let hosts = group["hosts"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|h| h["digest"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    (hosts, group["deployed"].as_str().map(String::from))
+}
+
+#[tokio::test]
+async fn deploy_and_rollback_swap_every_host_without_losing_events() {
+    let (v1, v2) = (hostile_version("v1"), hostile_version("v2"));
+    let (d1, d2) = (sha256(&v1), sha256(&v2));
+    let server = redis();
+    let dir = TempDir::new();
+    let cfg = dir.write(
+        "beehive.yaml",
+        &format!(
+            "default:\n  redis: {}:0\n  streams:\n    events: [handlers]\n    receipts: [auditors]\nconsumers:\n  handlers:\n    component: {}\n    publish: [receipts]\n    count: 20\n    instances: 2\n    block: 100ms\n",
+            server.address(),
+            v1.display()
+        ),
+    );
+    let engine = engine(&server, &[("events", &["handlers"])]).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let publisher = tokio::spawn({
+        let (broker, stop) = (engine.event_broker(), stop.clone());
+        async move {
+            let mut ids = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                ids.push(
+                    broker
+                        .publish("events", &ids.len(), &[] as &[(&str, &str)])
+                        .await
+                        .unwrap(),
+                );
+            }
+            ids
+        }
+    });
+    let _a = Beehive::run(&cfg, &[]);
+    let _b = Beehive::run(&cfg, &[]);
+    eventually("both hosts to run v1", Duration::from_secs(60), || async {
+        rollout(&cfg).0 == vec![d1.clone(), d1.clone()]
+    })
+    .await;
+
+    let out = std::process::Command::new(beehive_tests::beehive_bin())
+        .args(["deploy", "handlers"])
+        .arg(&v2)
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(
+        "both hosts to run the deployed v2",
+        Duration::from_secs(60),
+        || async { rollout(&cfg) == (vec![d2.clone(), d2.clone()], Some(d2.clone())) },
+    )
+    .await;
+    eventually("v2 receipts", Duration::from_secs(30), || async {
+        versions(&server).await.iter().any(|(_, v)| v == "v2")
+    })
+    .await;
+
+    // A host started after the deploy runs the deployed version, not its file (v1).
+    let _c = Beehive::run(&cfg, &[]);
+    eventually(
+        "the late host to run v2",
+        Duration::from_secs(60),
+        || async { rollout(&cfg).0 == vec![d2.clone(), d2.clone(), d2.clone()] },
+    )
+    .await;
+
+    let out = std::process::Command::new(beehive_tests::beehive_bin())
+        .args(["rollback", "handlers", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The first deploy had no deployed predecessor: rollback withdraws it, and every host
+    // returns to its configured file (v1).
+    eventually("every host back on v1", Duration::from_secs(60), || async {
+        rollout(&cfg) == (vec![d1.clone(), d1.clone(), d1.clone()], None)
+    })
+    .await;
+
+    stop.cancel();
+    let mut ids = publisher.await.unwrap();
+    eventually(
+        "every event to be handled",
+        Duration::from_secs(60),
+        || async {
+            entries(&server, "receipts").await.len() >= ids.len()
+                && pending(&server, "events", "handlers").await == 0
+        },
+    )
+    .await;
+    let mut of: Vec<String> = versions(&server)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    of.sort();
+    ids.sort();
+    assert_eq!(
+        of, ids,
+        "every event exactly once across deploy and rollback"
+    );
+}
+
+#[tokio::test]
+async fn rollback_restores_the_previous_deployed_version() {
+    let (v1, v2, v3) = (
+        hostile_version("v1"),
+        hostile_version("v2"),
+        hostile_version("v3"),
+    );
+    let (d2, d3) = (sha256(&v2), sha256(&v3));
+    let server = redis();
+    let dir = TempDir::new();
+    let cfg = dir.write(
+        "beehive.yaml",
+        &format!(
+            "default:\n  redis: {}:0\n  streams:\n    events: [handlers]\n    receipts: [auditors]\nconsumers:\n  handlers:\n    component: deployed\n    publish: [receipts]\n    block: 100ms\n",
+            server.address()
+        ),
+    );
+    let beehive = |args: &[&str]| {
+        let out = std::process::Command::new(beehive_tests::beehive_bin())
+            .args(args)
+            .arg("-c")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // `component: deployed` needs a deployment before a host can start.
+    let mut early = Beehive::run(&cfg, &[]);
+    assert_eq!(early.wait(Duration::from_secs(30)), Some(2));
+    assert!(
+        early
+            .log_text()
+            .contains("no version of handlers is deployed yet"),
+        "{}",
+        early.log_text()
+    );
+    // A broken component is refused by deploy itself.
+    let broken = dir.write("broken.wasm", "not wasm");
+    let (code, stderr) = beehive(&["deploy", "handlers", broken.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("not a WebAssembly component"), "{stderr}");
+
+    for v in [&v1, &v2, &v3] {
+        let (code, stderr) = beehive(&["deploy", "handlers", v.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+    let _host = Beehive::run(&cfg, &[]);
+    eventually("the host to run v3", Duration::from_secs(60), || async {
+        rollout(&cfg) == (vec![d3.clone()], Some(d3.clone()))
+    })
+    .await;
+    let (code, stderr) = beehive(&["rollback", "handlers"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    eventually(
+        "the host to run v2 again",
+        Duration::from_secs(60),
+        || async { rollout(&cfg) == (vec![d2.clone()], Some(d2.clone())) },
+    )
+    .await;
+    engine(&server, &[("events", &["handlers"])])
+        .await
+        .event_broker()
+        .publish("events", "x", &[("n", "1")])
+        .await
+        .unwrap();
+    eventually(
+        "v2 to handle the event",
+        Duration::from_secs(30),
+        || async { versions(&server).await.iter().any(|(_, v)| v == "v2") },
+    )
+    .await;
+}

@@ -126,6 +126,27 @@ fn status_table(stats: &[crate::stats::StreamStatistics]) -> String {
                 g.pending,
                 consumers.join(", ")
             );
+            if g.deployed.is_some() || !g.hosts.is_empty() {
+                let short = |d: &str| d[..12.min(d.len())].to_string();
+                let hosts: Vec<String> = g
+                    .hosts
+                    .iter()
+                    .map(|h| format!("{}={}", h.host, short(&h.digest)))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:<10} {:>10}  component: deployed {}; running: {}",
+                    "",
+                    "",
+                    "",
+                    g.deployed.as_deref().map_or("-".to_string(), short),
+                    if hosts.is_empty() {
+                        "-".to_string()
+                    } else {
+                        hosts.join(", ")
+                    }
+                );
+            }
         }
     }
     out.trim_end().to_string()
@@ -167,6 +188,11 @@ pub(super) async fn validate(args: ValidateArgs) -> CommandResult {
     if !config.consumers.is_empty() {
         let wasm = crate::runtime::WasmEngine::new()
             .map_err(|e| Failure::Runtime(format!("cannot start the WebAssembly engine: {e:#}")))?;
+        for (group, consumer) in &config.consumers {
+            if consumer.component == crate::config::ComponentSource::Deployed {
+                println!("consumers.{group}: deployed through Redis (checked by beehive deploy)");
+            }
+        }
         for (group, component) in crate::supervisor::load_components(&config, &wasm)
             .map_err(|e| Failure::Usage(e.to_string()))?
         {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod demo;
+mod deploy;
 mod inspect;
 mod ops;
 mod publish;
@@ -102,6 +103,10 @@ pub enum Command {
     Gc(inspect::GcArgs),
     /// Check the configuration; exit 0 when all is well.
     Validate(inspect::ValidateArgs),
+    /// Deploy a component to every host running the group, through Redis.
+    Deploy(deploy::DeployArgs),
+    /// Restore the group's previously deployed component on every host.
+    Rollback(deploy::RollbackArgs),
     /// Print a stream's entries as they arrive (body as JSON), without joining a group.
     Tail(ops::TailArgs),
     /// Republish dead-lettered entries, atomically per entry.
@@ -147,6 +152,8 @@ where
             Command::Claim(args) => inspect::claim(args).await,
             Command::Gc(args) => inspect::gc(args).await,
             Command::Validate(args) => inspect::validate(args).await,
+            Command::Deploy(args) => deploy::deploy(args).await,
+            Command::Rollback(args) => deploy::rollback(args).await,
             Command::Tail(args) => ops::tail(args).await,
             Command::Redrive(args) => ops::redrive(args).await,
             Command::Demo(args) => demo::run(args).await,

@@ -31,8 +31,9 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
     let config = args.config.load()?;
     let wasm = WasmEngine::new()
         .map_err(|e| Failure::Runtime(format!("cannot start the WebAssembly engine: {e:#}")))?;
-    let components =
-        supervisor::load_components(&config, &wasm).map_err(|e| Failure::Usage(e.to_string()))?;
+    let components = supervisor::load_all(&config, &wasm)
+        .await
+        .map_err(|e| Failure::Usage(e.to_string()))?;
     let metrics_addr = match &args.metrics_addr {
         Some(text) => Some(
             crate::metrics::parse_addr(text)
@@ -53,12 +54,25 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
         }
         None => None,
     };
-    let reloader = Arc::new(Reloader::new(wasm, &config, components, metrics.clone()));
+    let reloader = Arc::new(Reloader::new(
+        wasm.clone(),
+        &config,
+        components,
+        metrics.clone(),
+    ));
     if !args.drain && !args.no_watch {
         reloader
             .clone()
             .watch_files(cancel.clone())
             .map_err(|e| Failure::Runtime(format!("cannot watch component files: {e}")))?;
+    }
+    if !args.drain {
+        crate::deploy::follow(
+            config.registry.create_engine(),
+            wasm,
+            reloader.clone(),
+            cancel.clone(),
+        );
     }
     tokio::spawn(handle_signals(cancel.clone(), reloader.clone()));
     tracing::info!(
