@@ -372,18 +372,54 @@ async fn an_entry_deleted_while_pending_is_dead_lettered_not_crash_looped() {
     let ids = publish_n(&broker, "stream-a", 3).await;
     let mut consumer = broker.consumer("g").unwrap();
     consumer.disable_loop();
-    consumer.consume(CancellationToken::new(), 10, |_| async { anyhow::bail!("keep pending") }).await.unwrap();
+    consumer
+        .consume(CancellationToken::new(), 10, |_| async {
+            anyhow::bail!("keep pending")
+        })
+        .await
+        .unwrap();
     assert_eq!(pending(&server, "stream-a", "g").await, 3);
     let mut con = beehive_tests::raw(&server).await;
-    let _: u64 = redis::cmd("XDEL").arg("stream-a").arg(&ids[1]).query_async(&mut con).await.unwrap();
+    let _: u64 = redis::cmd("XDEL")
+        .arg("stream-a")
+        .arg(&ids[1])
+        .query_async(&mut con)
+        .await
+        .unwrap();
 
     let (batches, handler) = recorder();
-    assert!(consumer.consume(CancellationToken::new(), 10, handler).await.unwrap());
-    let handled: Vec<String> = batches.lock().unwrap().iter().flatten().map(Event::id).collect();
-    assert_eq!(handled, [ids[0].clone(), ids[2].clone()], "the handler never sees the deleted entry");
-    assert_eq!(pending(&server, "stream-a", "g").await, 0, "and it is acknowledged");
+    assert!(
+        consumer
+            .consume(CancellationToken::new(), 10, handler)
+            .await
+            .unwrap()
+    );
+    let handled: Vec<String> = batches
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(Event::id)
+        .collect();
+    assert_eq!(
+        handled,
+        [ids[0].clone(), ids[2].clone()],
+        "the handler never sees the deleted entry"
+    );
+    assert_eq!(
+        pending(&server, "stream-a", "g").await,
+        0,
+        "and it is acknowledged"
+    );
     let dead = beehive_tests::entries(&server, "g-dead-letter").await;
     assert_eq!(dead.len(), 1);
-    assert_eq!(beehive_tests::field(&dead[0].1, "beehive.origin-id"), Some(ids[1].as_str()));
-    assert!(beehive_tests::field(&dead[0].1, "beehive.reason").unwrap().contains("deleted while pending"));
+    assert_eq!(
+        beehive_tests::field(&dead[0].1, "beehive.origin-id"),
+        Some(ids[1].as_str())
+    );
+    assert!(
+        beehive_tests::field(&dead[0].1, "beehive.reason")
+            .unwrap()
+            .contains("deleted while pending")
+    );
 }
