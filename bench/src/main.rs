@@ -47,15 +47,10 @@ struct Timed {
 }
 
 impl BatchHandler for Timed {
-    fn handle<'a>(
-        &'a mut self,
-        events: &'a [Event],
-    ) -> impl Future<Output = anyhow::Result<Decision>> + Send + 'a {
-        async move {
-            let result = self.inner.handle(events).await;
-            self.done.lock().expect("timings").push(Instant::now());
-            result
-        }
+    async fn handle(&mut self, events: &[Event]) -> anyhow::Result<Decision> {
+        let result = self.inner.handle(events).await;
+        self.done.lock().expect("timings").push(Instant::now());
+        result
     }
 }
 
