@@ -114,7 +114,9 @@ pub fn beehive_bin() -> PathBuf {
             std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cargo
             .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "beehive", "--bin", "beehive"]);
+            // Built as `cargo test --workspace` builds (features unified over the workspace),
+            // so the dependencies it compiled are reused rather than rebuilt.
+            .args(["build", "--quiet", "--workspace", "--bins"]);
         if release {
             cargo.arg("--release");
         }
