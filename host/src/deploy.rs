@@ -208,6 +208,7 @@ pub fn follow(
 ) {
     let mut pools: Vec<String> = reloader
         .groups()
+        .iter()
         .filter_map(|g| engine.registry().group(g).map(|d| d.pool.clone()))
         .collect();
     pools.sort();
@@ -242,8 +243,8 @@ pub fn follow(
         });
     }
     tokio::spawn(async move {
-        let groups: Vec<String> = reloader.groups().map(String::from).collect();
         loop {
+            let groups = reloader.groups();
             let wanted: Vec<String> = tokio::select! {
                 _ = cancel.cancelled() => return,
                 group = rx.recv() => match group {

@@ -130,72 +130,278 @@ pub async fn run(
     options: RunOptions,
     cancel: CancellationToken,
 ) {
-    let engine = config.registry.create_engine();
-    let mut tasks = JoinSet::new();
-    let background = CancellationToken::new();
-    for (group, consumer) in &config.consumers {
-        let Some(updates) = reloader.subscribe(group) else {
-            continue;
+    Supervisor::start(config.clone(), reloader.clone(), options, cancel)
+        .wait()
+        .await;
+}
+
+/// The consumers of one group: `instances` tasks (plus the host advertisement), stopped
+/// together.
+struct Runner {
+    config: ConsumerConfig,
+    streams: Vec<String>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+/// Runs the configured groups and applies configuration changes while running.
+pub struct Supervisor {
+    config: Config,
+    engine: Engine,
+    reloader: Arc<Reloader>,
+    options: RunOptions,
+    cancel: CancellationToken,
+    background: CancellationToken,
+    runners: BTreeMap<String, Runner>,
+}
+
+impl Supervisor {
+    /// Starts every group of `config` whose component `reloader` holds, garbage collection
+    /// and (with metrics) the gauge refresher.
+    pub fn start(
+        config: Config,
+        reloader: Arc<Reloader>,
+        options: RunOptions,
+        cancel: CancellationToken,
+    ) -> Self {
+        let engine = config.registry.create_engine();
+        let mut supervisor = Supervisor {
+            config,
+            engine,
+            reloader,
+            options,
+            background: cancel.child_token(),
+            cancel,
+            runners: BTreeMap::new(),
         };
-        if !options.drain {
-            tokio::spawn(advertise(
-                engine.clone(),
+        let groups: Vec<ConsumerConfig> = supervisor.config.consumers.values().cloned().collect();
+        for consumer in &groups {
+            supervisor.start_group(consumer);
+        }
+        supervisor.start_background();
+        supervisor
+    }
+
+    fn start_group(&mut self, consumer: &ConsumerConfig) {
+        let group = consumer.group.clone();
+        let Some(updates) = self.reloader.subscribe(&group) else {
+            return;
+        };
+        let stop = self.cancel.child_token();
+        let mut tasks = JoinSet::new();
+        if !self.options.drain {
+            tasks.spawn(advertise(
+                self.engine.clone(),
                 group.clone(),
                 updates.clone(),
-                background.clone(),
+                stop.clone(),
             ));
         }
         for nr in 1..=consumer.instances {
             tasks.spawn(run_consumer(
-                engine.clone(),
+                self.engine.clone(),
                 consumer.clone(),
                 updates.clone(),
                 nr,
-                options.clone(),
-                cancel.clone(),
+                self.options.clone(),
+                stop.clone(),
             ));
         }
-    }
-    if !options.drain {
-        let (engine, stop, interval) = (engine.clone(), background.clone(), options.gc_interval);
-        tokio::spawn(async move { engine.run_gc(stop, interval).await });
-    }
-    if let Some(metrics) = options.metrics.clone() {
-        let (broker, stop, interval) = (
-            engine.event_broker(),
-            background.clone(),
-            options.stats_interval,
+        let streams = self
+            .config
+            .registry
+            .group(&group)
+            .map(|g| g.streams.clone())
+            .unwrap_or_default();
+        self.runners.insert(
+            group,
+            Runner {
+                config: consumer.clone(),
+                streams,
+                stop,
+                tasks,
+            },
         );
-        let dead_letters: BTreeMap<String, String> = config
-            .consumers
-            .iter()
-            .map(|(g, c)| (g.clone(), c.dead_letter.clone()))
-            .collect();
-        tokio::spawn(async move {
-            let name = |group: &str| {
-                dead_letters
-                    .get(group)
-                    .cloned()
-                    .unwrap_or_else(|| format!("{group}-dead-letter"))
-            };
-            loop {
-                match broker.statistics_with(&name).await {
-                    Ok(stats) => metrics.observe_statistics(&stats),
-                    Err(e) => tracing::warn!(error = %e, "cannot refresh metrics gauges"),
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(interval) => {}
-                }
-            }
-        });
     }
-    while let Some(result) = tasks.join_next().await {
-        if let Err(e) = result {
-            tracing::error!(error = %e, "a consumer task failed");
+
+    async fn stop_group(&mut self, group: &str) {
+        if let Some(mut runner) = self.runners.remove(group) {
+            runner.stop.cancel();
+            while runner.tasks.join_next().await.is_some() {}
         }
     }
-    background.cancel();
+
+    fn start_background(&mut self) {
+        self.background.cancel();
+        self.background = self.cancel.child_token();
+        if !self.options.drain {
+            let (engine, stop, interval) = (
+                self.engine.clone(),
+                self.background.clone(),
+                self.options.gc_interval,
+            );
+            tokio::spawn(async move { engine.run_gc(stop, interval).await });
+        }
+        if let Some(metrics) = self.options.metrics.clone() {
+            let (broker, stop, interval) = (
+                self.engine.event_broker(),
+                self.background.clone(),
+                self.options.stats_interval,
+            );
+            let dead_letters: BTreeMap<String, String> = self
+                .config
+                .consumers
+                .iter()
+                .map(|(g, c)| (g.clone(), c.dead_letter.clone()))
+                .collect();
+            tokio::spawn(async move {
+                let name = |group: &str| {
+                    dead_letters
+                        .get(group)
+                        .cloned()
+                        .unwrap_or_else(|| format!("{group}-dead-letter"))
+                };
+                loop {
+                    match broker.statistics_with(&name).await {
+                        Ok(stats) => metrics.observe_statistics(&stats),
+                        Err(e) => tracing::warn!(error = %e, "cannot refresh metrics gauges"),
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                }
+            });
+        }
+    }
+
+    /// Applies a reloaded configuration as far as it is safe: groups added, removed or
+    /// changed (count, instances, block, limits, allow-list, dead-letter, component, ...)
+    /// take effect now — a changed group's consumers finish their batches and restart with
+    /// the new settings. A change of any pool's address is refused as a whole (it needs a
+    /// restart) and the running configuration is kept. Returns what changed.
+    pub async fn apply(&mut self, new: Config) -> Result<Vec<String>, String> {
+        let pools = |config: &Config| -> Vec<(String, String, Option<String>)> {
+            config
+                .registry
+                .pools()
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        p.address.to_string(),
+                        p.address
+                            .connection_info()
+                            .redis_settings()
+                            .password()
+                            .map(String::from),
+                    )
+                })
+                .collect()
+        };
+        if pools(&self.config) != pools(&new) {
+            return Err(
+                "redis pools were added, removed or changed; pool addresses need a restart".into(),
+            );
+        }
+        let mut changes = Vec::new();
+        let old_groups: Vec<String> = self.runners.keys().cloned().collect();
+        for group in old_groups
+            .iter()
+            .filter(|g| !new.consumers.contains_key(*g))
+        {
+            self.stop_group(group).await;
+            self.reloader.remove(group);
+            changes.push(format!("removed {group}"));
+        }
+        self.engine = new.registry.create_engine();
+        let old_config = std::mem::replace(&mut self.config, new.clone());
+        for (group, consumer) in &new.consumers {
+            let streams = new
+                .registry
+                .group(group)
+                .map(|g| g.streams.clone())
+                .unwrap_or_default();
+            let running = self
+                .runners
+                .get(group)
+                .map(|r| (r.config.clone(), r.streams.clone()));
+            if running
+                .as_ref()
+                .is_some_and(|(config, old_streams)| config == consumer && *old_streams == streams)
+            {
+                continue;
+            }
+            let component = if running
+                .as_ref()
+                .is_some_and(|(config, _)| config.component == consumer.component)
+            {
+                self.reloader.current(group)
+            } else {
+                match load_one(&self.engine, &self.reloader, group, consumer).await {
+                    Ok(component) => Some(component),
+                    Err(reason) => {
+                        tracing::error!(group = %group, %reason, "config reload: cannot load the component; the group keeps its running settings");
+                        if let Some(old) = old_config.consumers.get(group) {
+                            self.config.consumers.insert(group.clone(), old.clone());
+                        } else {
+                            self.config.consumers.remove(group);
+                        }
+                        continue;
+                    }
+                }
+            };
+            let Some(component) = component else { continue };
+            self.stop_group(group).await;
+            self.reloader.insert(consumer, component);
+            self.start_group(consumer);
+            changes.push(if running.is_some() {
+                format!("restarted {group} with its new settings")
+            } else {
+                format!("added {group}")
+            });
+        }
+        self.start_background();
+        Ok(changes)
+    }
+
+    /// Waits until every consumer has stopped (after `cancel`, or drained), then stops the
+    /// background tasks.
+    pub async fn wait(mut self) {
+        for (_, mut runner) in std::mem::take(&mut self.runners) {
+            while let Some(result) = runner.tasks.join_next().await {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "a consumer task failed");
+                }
+            }
+        }
+        self.background.cancel();
+    }
+}
+
+/// Loads the component of one group: the deployed version if any, else its file.
+async fn load_one(
+    engine: &Engine,
+    reloader: &Reloader,
+    group: &str,
+    consumer: &ConsumerConfig,
+) -> Result<Component, String> {
+    if let Some((digest, bytes)) = crate::deploy::deployed(engine, group)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let origin = crate::deploy::deployed_origin(group, &digest);
+        let wasm = reloader.engine().clone();
+        return tokio::task::spawn_blocking(move || wasm.load_bytes(&bytes, &origin))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string());
+    }
+    match &consumer.component {
+        ComponentSource::File(path) => reloader.load_file(path).await,
+        ComponentSource::Deployed => Err(format!(
+            "no version of {group} is deployed yet: run beehive deploy {group} <file.wasm>"
+        )),
+    }
 }
 
 /// This host's identity in `beehive:hosts:*` keys: `<hostname>:<pid>`.

@@ -434,3 +434,99 @@ async fn rollback_restores_the_previous_deployed_version() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn sighup_applies_config_changes_and_refuses_pool_changes() {
+    let v1 = hostile_version("v1");
+    let server = redis();
+    let dir = TempDir::new();
+    let write = |address: &str, publish: &str, second: bool| {
+        let second = if second {
+            format!(
+                "  second:\n    component: {}\n    publish: [receipts]\n    block: 100ms\n",
+                v1.display()
+            )
+        } else {
+            String::new()
+        };
+        dir.write(
+            "beehive.yaml",
+            &format!(
+                "default:\n  redis: {address}:0\n  streams:\n    events: [handlers]\n    more: [second]\n    receipts: [auditors]\n    other: [auditors]\nconsumers:\n  handlers:\n    component: {}\n    publish: [{publish}]\n    block: 100ms\n{second}",
+                v1.display()
+            ),
+        )
+    };
+    let cfg = write(&server.address(), "receipts", false);
+    let engine = engine(&server, &[("events", &["handlers"]), ("more", &["second"])]).await;
+    let broker = engine.event_broker();
+    let host = Beehive::run(&cfg, &[]);
+    broker
+        .publish_meta("events", &[("do", "publish-to"), ("to", "other")])
+        .await
+        .unwrap();
+    eventually(
+        "the refused publish to be dead-lettered",
+        Duration::from_secs(60),
+        || async { beehive_tests::xlen(&server, "handlers-dead-letter").await == 1 },
+    )
+    .await;
+
+    // Widen the allow-list and add a group: both take effect without a restart.
+    write(&server.address(), "receipts, other", true);
+    host.signal("HUP");
+    eventually("the config reload", Duration::from_secs(60), || async {
+        host.log_text().contains("configuration reloaded")
+    })
+    .await;
+    let allowed = broker
+        .publish_meta("events", &[("do", "publish-to"), ("to", "other")])
+        .await
+        .unwrap();
+    let more = broker.publish("more", "x", &[("n", "1")]).await.unwrap();
+    eventually(
+        "the new allow-list and the new group to work",
+        Duration::from_secs(60),
+        || async {
+            let other = entries(&server, "other").await;
+            let receipts = versions(&server).await;
+            other
+                .iter()
+                .any(|(_, f)| field(f, "of") == Some(allowed.as_str()))
+                && receipts.iter().any(|(of, _)| *of == more)
+        },
+    )
+    .await;
+
+    // A pool address change needs a restart: refused, the running config stays.
+    write("127.0.0.1:1", "receipts, other", true);
+    host.signal("HUP");
+    eventually("the refusal", Duration::from_secs(30), || async {
+        host.log_text().contains("pool addresses need a restart")
+    })
+    .await;
+    let after = broker.publish("more", "y", &[("n", "2")]).await.unwrap();
+    eventually(
+        "the running config to keep working",
+        Duration::from_secs(30),
+        || async { versions(&server).await.iter().any(|(of, _)| *of == after) },
+    )
+    .await;
+
+    // Removing a group stops its consumers and releases their locks.
+    write(&server.address(), "receipts, other", false);
+    host.signal("HUP");
+    eventually(
+        "the group to be removed",
+        Duration::from_secs(30),
+        || async { host.log_text().contains("removed second") },
+    )
+    .await;
+    let lock: Option<String> = redis::cmd("GET")
+        .arg("second_consumer-1")
+        .query_async(&mut beehive_tests::raw(&server).await)
+        .await
+        .unwrap();
+    assert_eq!(lock, None);
+    assert_eq!(pending(&server, "events", "handlers").await, 0);
+}

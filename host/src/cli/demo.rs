@@ -197,7 +197,10 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
             args.python.display()
         );
     }
-    let reloader = std::sync::Arc::new(crate::reload::Reloader::new(wasm, &config, loaded, None));
+    let consumers = loaded
+        .into_iter()
+        .filter_map(|(group, component)| config.consumers.get(&group).map(|c| (c, component)));
+    let reloader = std::sync::Arc::new(crate::reload::Reloader::new(wasm, consumers, None));
     supervisor::run(
         &config,
         &reloader,

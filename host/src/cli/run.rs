@@ -1,13 +1,15 @@
-//! `beehive run`: runs every configured consumer until SIGINT/SIGTERM; reloads components
-//! when their files change or on SIGHUP.
+//! `beehive run`: runs every configured consumer until SIGINT/SIGTERM. Component files are
+//! watched and hot-reloaded; SIGHUP reloads the configuration (as far as is safe) and every
+//! component.
 
 use std::sync::Arc;
 
 use super::{CommandResult, ConfigArg, Failure};
 use crate::CancellationToken;
+use crate::config::Config;
 use crate::reload::{ReloadOutcome, Reloader};
 use crate::runtime::WasmEngine;
-use crate::supervisor::{self, RunOptions};
+use crate::supervisor::{self, RunOptions, Supervisor};
 
 /// Arguments of `beehive run`.
 #[derive(Debug, clap::Args)]
@@ -28,6 +30,7 @@ pub struct RunArgs {
 }
 
 pub(super) async fn run(args: RunArgs) -> CommandResult {
+    use tokio::signal::unix::{SignalKind, signal};
     let config = args.config.load()?;
     let wasm = WasmEngine::new()
         .map_err(|e| Failure::Runtime(format!("cannot start the WebAssembly engine: {e:#}")))?;
@@ -54,12 +57,10 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
         }
         None => None,
     };
-    let reloader = Arc::new(Reloader::new(
-        wasm.clone(),
-        &config,
-        components,
-        metrics.clone(),
-    ));
+    let consumers = components
+        .into_iter()
+        .filter_map(|(group, component)| config.consumers.get(&group).map(|c| (c, component)));
+    let reloader = Arc::new(Reloader::new(wasm.clone(), consumers, metrics.clone()));
     if !args.drain && !args.no_watch {
         reloader
             .clone()
@@ -74,58 +75,71 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
             cancel.clone(),
         );
     }
-    tokio::spawn(handle_signals(cancel.clone(), reloader.clone()));
-    tracing::info!(
-        groups = config.consumers.len(),
-        drain = args.drain,
-        "beehive run starting"
-    );
-    supervisor::run(
-        &config,
-        &reloader,
-        RunOptions {
-            drain: args.drain,
-            metrics,
-            ..RunOptions::default()
-        },
-        cancel,
-    )
-    .await;
-    tracing::info!("beehive run stopped");
-    Ok(())
-}
-
-/// SIGINT or SIGTERM cancels (consumers stop reading, finish and commit their batches, and
-/// release their locks); SIGHUP reloads every component from its file.
-async fn handle_signals(cancel: CancellationToken, reloader: Arc<Reloader>) {
-    use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
     ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
+        return Err(Failure::Runtime("cannot install signal handlers".into()));
     };
-    loop {
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: stopping after the batches in flight");
-                break;
+    tracing::info!(
+        groups = config.consumers.len(),
+        drain = args.drain,
+        "beehive run starting"
+    );
+    let options = RunOptions {
+        drain: args.drain,
+        metrics,
+        ..RunOptions::default()
+    };
+    let mut supervisor = Supervisor::start(config, reloader.clone(), options, cancel.clone());
+    if args.drain {
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            _ = int.recv() => {
-                tracing::info!("SIGINT: stopping after the batches in flight");
-                break;
-            }
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading components");
-                for (group, outcome) in reloader.reload_all().await {
-                    if outcome == ReloadOutcome::Unchanged {
-                        tracing::info!(group, "component unchanged");
-                    }
+            cancel.cancel();
+        });
+    } else {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: stopping after the batches in flight");
+                    break;
                 }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: stopping after the batches in flight");
+                    break;
+                }
+                _ = hup.recv() => reload(&args.config, &mut supervisor, &reloader).await,
             }
         }
+        cancel.cancel();
     }
-    cancel.cancel();
+    supervisor.wait().await;
+    tracing::info!("beehive run stopped");
+    Ok(())
+}
+
+/// SIGHUP: the configuration as far as is safe, then every component from its file.
+async fn reload(config: &ConfigArg, supervisor: &mut Supervisor, reloader: &Reloader) {
+    tracing::info!("SIGHUP: reloading the configuration and components");
+    match Config::load(&config.config) {
+        Err(e) => {
+            tracing::error!(error = %e, "config reload refused; the running configuration stays")
+        }
+        Ok(new) => match supervisor.apply(new).await {
+            Ok(changes) if changes.is_empty() => tracing::info!("configuration unchanged"),
+            Ok(changes) => tracing::info!(changes = ?changes, "configuration reloaded"),
+            Err(reason) => {
+                tracing::error!(%reason, "config reload refused; the running configuration stays")
+            }
+        },
+    }
+    for (group, outcome) in reloader.reload_all().await {
+        if outcome == ReloadOutcome::Unchanged {
+            tracing::info!(group, "component unchanged");
+        }
+    }
 }
