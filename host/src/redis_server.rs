@@ -158,13 +158,22 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// True once the server answers (`+PONG`, or an error such as `-NOAUTH` when the default
+/// user is disabled), except while it is still loading its data.
 fn ping(port: u16) -> io::Result<()> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     stream.write_all(b"PING\r\n")?;
-    let mut buf = [0u8; 7];
-    stream.read_exact(&mut buf)?;
-    if &buf == b"+PONG\r\n" {
+    let mut reply = [0u8; 8];
+    stream.read_exact(&mut reply[..1])?;
+    if reply[0] == b'-' {
+        // Still loading its data set is not ready yet.
+        let _ = stream.read(&mut reply[1..]);
+        if reply.starts_with(b"-LOADING") {
+            return Err(io::Error::other("loading"));
+        }
+    }
+    if reply[0] == b'+' || reply[0] == b'-' {
         Ok(())
     } else {
         Err(io::Error::other("unexpected PING reply"))
