@@ -59,6 +59,9 @@ pub mod runtime;
 pub mod stats;
 pub mod supervisor;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use broker::EventBroker;
 pub use config::{Config, ConfigError};
 pub use consumer::{BatchHandler, Consumer, ConsumerOptions, Decision, Outcome};

@@ -157,3 +157,68 @@ async fn wrong_outcome_counts_and_huge_errors_are_retried_then_dead_lettered() {
         reasons[1].len()
     );
 }
+
+#[tokio::test]
+async fn a_batch_cannot_publish_past_max_publishes() {
+    let server = redis();
+    let engine = engine(
+        &server,
+        &[("events", &["handlers"]), ("receipts", &["auditors"])],
+    )
+    .await;
+    let broker = engine.event_broker();
+    let flood = broker
+        .publish_meta("events", &[("do", "publish-many"), ("n", "5000")])
+        .await
+        .unwrap();
+    let fine = broker
+        .publish_meta("events", &[("do", "publish-many"), ("n", "50")])
+        .await
+        .unwrap();
+    let wasm = WasmEngine::new().unwrap();
+    let component = wasm.load_file(&component("beehive-test-hostile")).unwrap();
+    let settings = GuestSettings {
+        publish: vec!["receipts".into()],
+        max_publishes: 100,
+        ..GuestSettings::default()
+    };
+    let mut consumer = broker.consumer("handlers").unwrap();
+    consumer.disable_loop();
+    assert!(
+        consumer
+            .consume_with(
+                CancellationToken::new(),
+                1,
+                1,
+                WasmHandler::new(component, settings, "handlers/consumer-1")
+            )
+            .await
+            .unwrap()
+    );
+    let dead = entries(&server, "handlers-dead-letter").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(field(&dead[0].1, "beehive.origin-id"), Some(flood.as_str()));
+    assert!(
+        field(&dead[0].1, "beehive.reason")
+            .unwrap()
+            .contains("max-publishes"),
+        "{dead:?}"
+    );
+    // What the flooding batch published before the limit is committed with its outcome (the
+    // handler chose to dead-letter it); the well-behaved batch publishes all 50.
+    let receipts = entries(&server, "receipts").await;
+    assert_eq!(
+        receipts
+            .iter()
+            .filter(|(_, f)| field(f, "of") == Some(fine.as_str()))
+            .count(),
+        50
+    );
+    assert_eq!(
+        receipts
+            .iter()
+            .filter(|(_, f)| field(f, "of") == Some(flood.as_str()))
+            .count(),
+        100
+    );
+}
