@@ -174,38 +174,57 @@ fn rand_u64() -> u64 {
     RandomState::new().hash_one(Instant::now())
 }
 
-/// Builds the guest package `package` for `wasm32-wasip2` (once per test process) and
-/// returns the component's path.
-pub fn component(package: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, path)) = built.iter().find(|(p, _)| p == package) {
-        return path.clone();
-    }
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(workspace_root())
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                package,
-            ])
-            .status()
-            .expect("run cargo build for a guest component");
-    assert!(status.success(), "building the guest {package} failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// The cargo target folder.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Builds guest `package` for `wasm32-wasip2` in release, with `BEEHIVE_TEST_VERSION` set
+/// when `version` is given, and returns the component's path.
+fn build_guest(package: &str, version: Option<&str>) -> PathBuf {
+    let mut cargo =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(workspace_root()).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "-p",
+        package,
+    ]);
+    match version {
+        Some(version) => cargo.env("BEEHIVE_TEST_VERSION", version),
+        None => cargo.env_remove("BEEHIVE_TEST_VERSION"),
+    };
+    let status = cargo
+        .status()
+        .expect("run cargo build for a guest component");
+    assert!(status.success(), "building the guest {package} failed");
+    let path = target_dir()
         .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", package.replace('-', "_")));
     assert!(path.exists(), "no component at {}", path.display());
-    built.push((package.to_string(), path.clone()));
     path
+}
+
+/// Guest builds share one output path per package: one build at a time per test process.
+static GUEST_BUILDS: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Builds the guest package `package` for `wasm32-wasip2` (once per test process) and
+/// returns a private copy of the component (later builds of the same package with another
+/// version cannot change it).
+pub fn component(package: &str) -> PathBuf {
+    let mut built = GUEST_BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(p, _)| p == package) {
+        return path.clone();
+    }
+    let copy = target_dir().join(format!("{}.wasm", package.replace('-', "_")));
+    std::fs::copy(build_guest(package, None), &copy).expect("copy the guest component");
+    built.push((package.to_string(), copy.clone()));
+    copy
 }
 
 /// A running `beehive run` process, killed on drop.
@@ -328,9 +347,7 @@ pub fn python_component() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace_root().join("target"));
+            let target = target_dir();
             std::fs::create_dir_all(&target).expect("target dir");
             let out = target.join("python-router.wasm");
             let sources = [
@@ -397,35 +414,9 @@ pub fn example_config(
 /// copy of it named after the version (so versions differ in digest and in the receipts
 /// they publish).
 pub fn hostile_version(version: &str) -> PathBuf {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let copy = target.join(format!("hostile-{version}.wasm"));
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(workspace_root())
-            .env("BEEHIVE_TEST_VERSION", version)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                "beehive-test-hostile",
-            ])
-            .status()
-            .expect("run cargo build for the hostile guest");
-    assert!(
-        status.success(),
-        "building the hostile guest {version} failed"
-    );
-    std::fs::copy(
-        target.join("wasm32-wasip2/release/beehive_test_hostile.wasm"),
-        &copy,
-    )
-    .expect("copy the versioned guest");
+    let _guard = GUEST_BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let copy = target_dir().join(format!("hostile-{version}.wasm"));
+    std::fs::copy(build_guest("beehive-test-hostile", Some(version)), &copy)
+        .expect("copy the versioned guest");
     copy
 }
