@@ -1,30 +1,61 @@
-//! Beehive benchmarks. Each scenario starts its own private redis-server and reports
-//! figures next to a baseline measured in the same run.
+//! Beehive benchmarks: every figure next to a baseline measured in the same process, on a
+//! private redis-server, as medians over interleaved runs.
 //!
 //! ```sh
-//! bash scripts/build-examples
-//! cargo run --release -p beehive-bench -- swap
+//! bash bench/build-guests            # the bench guests (Rust and Python) and examples
+//! cargo run --release -p beehive-bench -- all
 //! ```
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod consume;
+mod publish;
+mod report;
+mod rss;
+mod setup;
+mod swap;
+mod wasm;
 
-use anyhow::Context;
-use beehive::redis_server::RedisServer;
-use beehive::runtime::{GuestSettings, WasmEngine, WasmHandler};
-use beehive::{BatchHandler, CancellationToken, Decision, Event, Registry};
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
+use report::Report;
+use setup::Bench;
+
 #[derive(Parser)]
-#[command(about = "Beehive benchmarks")]
+#[command(about = "Beehive benchmarks against baselines measured in the same run")]
 struct Args {
     #[command(subcommand)]
     scenario: Scenario,
 }
 
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Interleaved runs of every scenario (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Events per measurement (slow scenarios use a fraction).
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    /// Folder of the built Rust components (bench/build-guests).
+    #[arg(long, default_value = "target/wasm32-wasip2/release")]
+    components: PathBuf,
+    /// The Python bench component; C5 is skipped when it does not exist.
+    #[arg(long, default_value = "target/bench/python-noop.wasm")]
+    python: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Scenario {
+    /// Everything: publishing, consuming, WASM costs, RSS, swap pause.
+    All(Common),
+    /// Publishing scenarios P0–P3.
+    Publish(Common),
+    /// Consuming scenarios C0–C7.
+    Consume(Common),
+    /// Instantiation time and per-event cost of the WASM call.
+    Wasm(Common),
+    /// RSS of `beehive run` with 10 component groups.
+    Rss(Common),
     /// The longest pause in handling around a hot swap, against the longest gap between
     /// batches with no swap, under a steady stream of events.
     Swap {
@@ -40,127 +71,78 @@ enum Scenario {
     },
 }
 
-/// Wraps a handler and records when each batch finished.
-struct Timed {
-    inner: WasmHandler,
-    done: Arc<Mutex<Vec<Instant>>>,
-}
+const BENCH_GUEST: &str = "beehive_bench_guest.wasm";
 
-impl BatchHandler for Timed {
-    async fn handle(&mut self, events: &[Event]) -> anyhow::Result<Decision> {
-        let result = self.inner.handle(events).await;
-        self.done.lock().expect("timings").push(Instant::now());
-        result
-    }
-}
-
-fn max_gap(times: &[Instant], from: Instant, to: Instant) -> Duration {
-    times
-        .windows(2)
-        .filter(|w| w[0] >= from && w[1] <= to)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default()
-}
-
-async fn swap(components: PathBuf, rate: u32, swaps: u32) -> anyhow::Result<()> {
-    let server = RedisServer::start()?;
-    let mut registry = Registry::new();
-    registry.register_redis(&server.address(), "", 0, "default");
-    registry.register_redis_stream("events", "default", &["handlers"]);
-    let engine = registry.validate().await?.create_engine();
-    let broker = engine.event_broker();
-    let wasm = WasmEngine::new()?;
-    let a = wasm
-        .load_file(&components.join("beehive_example_echo.wasm"))
-        .context("build the examples first: bash scripts/build-examples")?;
-    let b = wasm.load_file(&components.join("beehive_example_page_views.wasm"))?;
-    let (tx, rx) = tokio::sync::watch::channel(a.clone());
-    let settings = GuestSettings {
-        group: "handlers".into(),
-        publish: vec![],
-        ..GuestSettings::default()
+fn header(common: &Common) {
+    let profile = if cfg!(debug_assertions) {
+        "debug build: figures are not representative, use --release"
+    } else {
+        "release build"
     };
-    let done = Arc::new(Mutex::new(Vec::new()));
-    let mut consumer = broker.consumer("handlers")?;
-    consumer.set_block_time(Duration::from_millis(50));
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn({
-        let (cancel, done) = (cancel.clone(), done.clone());
-        async move {
-            consumer
-                .consume_with(
-                    cancel,
-                    1,
-                    100,
-                    Timed {
-                        inner: WasmHandler::with_updates(rx, settings, "bench"),
-                        done,
-                    },
-                )
-                .await
-        }
-    });
-    let publisher = tokio::spawn({
-        let (broker, cancel) = (broker.clone(), cancel.clone());
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            let per_tick = (rate / 100).max(1);
-            while !cancel.is_cancelled() {
-                tick.tick().await;
-                let mut flusher = broker.new_flusher();
-                for _ in 0..per_tick {
-                    flusher
-                        .publish_meta("events", &[("url", "/bench/")])
-                        .expect("valid event");
-                }
-                flusher.flush().await.expect("flush");
-            }
-        }
-    });
-    // Baseline: steady state with no swap.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let base_from = Instant::now();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let base_to = Instant::now();
-    let mut windows = Vec::new();
-    for i in 0..swaps {
-        let next = if i % 2 == 0 { b.clone() } else { a.clone() };
-        let at = Instant::now();
-        tx.send_replace(next);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        windows.push((at - Duration::from_millis(50), Instant::now()));
+    println!(
+        "Beehive benchmark, {} runs, {} events per measurement, {profile}",
+        common.runs, common.events
+    );
+    println!(
+        "machine: {} cores; redis-server {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        redis_version()
+    );
+}
+
+fn redis_version() -> String {
+    std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|v| {
+            v.split_whitespace()
+                .find_map(|w| w.strip_prefix("v=").map(str::to_string))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn publishing(bench: &Bench, common: &Common) -> anyhow::Result<()> {
+    let mut report = Report::default();
+    for run in 0..common.runs {
+        publish::run(bench, &mut report, run, common.events).await?;
     }
-    cancel.cancel();
-    publisher.await?;
-    task.await??;
-    let times = done.lock().expect("timings").clone();
-    let baseline = max_gap(&times, base_from, base_to);
-    let mut pauses: Vec<Duration> = windows
-        .iter()
-        .map(|(from, to)| max_gap(&times, *from, *to))
-        .collect();
-    pauses.sort();
-    let median = pauses[pauses.len() / 2];
-    let worst = *pauses.last().unwrap_or(&Duration::ZERO);
-    println!(
-        "swap pause under {rate} events/s, {swaps} swaps (echo <-> page-views), batches of up to 100:"
+    let rows = report.rows(|_, _| Some(("P0", Some(64))));
+    report::print_table(
+        "Publishing (events/s; P0 is redis-benchmark's ceiling)",
+        "P0",
+        &rows,
     );
-    println!(
-        "  longest gap between batches, no swap (baseline): {:>8.2} ms",
-        baseline.as_secs_f64() * 1e3
-    );
-    println!(
-        "  longest gap around a swap, median over swaps:    {:>8.2} ms",
-        median.as_secs_f64() * 1e3
-    );
-    println!(
-        "  longest gap around a swap, worst:                {:>8.2} ms",
-        worst.as_secs_f64() * 1e3
-    );
-    println!(
-        "  ratio worst / baseline:                          {:>8.2}",
-        worst.as_secs_f64() / baseline.as_secs_f64().max(1e-9)
+    Ok(())
+}
+
+async fn consuming(bench: &Bench, common: &Common) -> anyhow::Result<()> {
+    let guests = consume::Guests {
+        rust: bench.component(std::path::Path::new(BENCH_GUEST))?,
+        python: if common.python.exists() {
+            Some(bench.component(&common.python)?)
+        } else {
+            eprintln!(
+                "note: {} not found (bash bench/build-guests builds it): C5 skipped",
+                common.python.display()
+            );
+            None
+        },
+    };
+    let mut report = Report::default();
+    for run in 0..common.runs {
+        consume::run(bench, &guests, &mut report, run, common.events).await?;
+    }
+    // Each row against C0 at the same batch size; C6 and C7 against C3 at batch 100.
+    let rows = report.rows(|scenario, batch| match scenario {
+        "C6" | "C7" => Some(("C3", Some(100))),
+        _ => Some(("C0", batch)),
+    });
+    report::print_table(
+        "Consuming (events/s, publish N then drain; C6 and C7 are compared to C3 at batch 100)",
+        "C0 same batch",
+        &rows,
     );
     Ok(())
 }
@@ -168,10 +150,38 @@ async fn swap(components: PathBuf, rate: u32, swaps: u32) -> anyhow::Result<()> 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().scenario {
+        Scenario::All(common) => {
+            header(&common);
+            let bench = Bench::start(common.components.clone()).await?;
+            publishing(&bench, &common).await?;
+            consuming(&bench, &common).await?;
+            let guest = bench.component(std::path::Path::new(BENCH_GUEST))?;
+            wasm::report(&guest).await?;
+            rss::report(&bench, &common.components.join(BENCH_GUEST), 10).await?;
+            drop(bench);
+            println!();
+            swap::run(&common.components, 2000, 20).await
+        }
+        Scenario::Publish(common) => {
+            header(&common);
+            publishing(&Bench::start(common.components.clone()).await?, &common).await
+        }
+        Scenario::Consume(common) => {
+            header(&common);
+            consuming(&Bench::start(common.components.clone()).await?, &common).await
+        }
+        Scenario::Wasm(common) => {
+            let bench = Bench::start(common.components.clone()).await?;
+            wasm::report(&bench.component(std::path::Path::new(BENCH_GUEST))?).await
+        }
+        Scenario::Rss(common) => {
+            let bench = Bench::start(common.components.clone()).await?;
+            rss::report(&bench, &common.components.join(BENCH_GUEST), 10).await
+        }
         Scenario::Swap {
             components,
             rate,
             swaps,
-        } => swap(components, rate, swaps).await,
+        } => swap::run(&components, rate, swaps).await,
     }
 }

@@ -100,6 +100,9 @@ pub struct ConsumerConfig {
     pub timeout: Duration,
     /// Most events one batch may publish (default 10,000).
     pub max_publishes: usize,
+    /// TTL of each consumer's single-runner lock (default 30 s, at least 1 s): how long a
+    /// killed host's consumer names stay taken.
+    pub lock_ttl: Duration,
 }
 
 impl Config {
@@ -405,6 +408,7 @@ impl Parser {
             memory: 64 << 20,
             timeout: Duration::from_secs(5),
             max_publishes: 10_000,
+            lock_ttl: Duration::from_secs(30),
         };
         let mut component = None;
         for (k, v) in map {
@@ -436,6 +440,18 @@ impl Parser {
                     }
                 }
                 "min-idle" => c.min_idle = self.duration(v, &kpath)?,
+                "lock-ttl" => {
+                    c.lock_ttl = self.duration(v, &kpath)?;
+                    if c.lock_ttl < Duration::from_secs(1) {
+                        return Err(self.err(
+                            &kpath,
+                            format!(
+                                "expected a lock TTL of at least 1s, got {}",
+                                humantime::format_duration(c.lock_ttl)
+                            ),
+                        ));
+                    }
+                }
                 "max-deliveries" => c.max_deliveries = self.positive(v, &kpath, 1_000_000)? as u32,
                 "max-publishes" => c.max_publishes = self.positive(v, &kpath, 1_000_000)? as usize,
                 "dead-letter" => {
@@ -461,7 +477,7 @@ impl Parser {
                 }
                 other => {
                     return Err(self.err(&kpath, format!(
-                        "unknown key {other:?}: expected component, count, instances, block, publish, min-idle, max-deliveries, max-publishes, dead-letter or limits"
+                        "unknown key {other:?}: expected component, count, instances, block, publish, min-idle, lock-ttl, max-deliveries, max-publishes, dead-letter or limits"
                     )));
                 }
             }

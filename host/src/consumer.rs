@@ -105,6 +105,12 @@ pub struct ConsumerOptions {
     /// Reclaim other consumers' entries pending longer than this (`XAUTOCLAIM`) at each
     /// pending pass. Default `None` (only [`Consumer::claim`] moves entries).
     pub reclaim_idle: Option<Duration>,
+    /// The longest a batch may take in the handler (its CPU deadline). With
+    /// [`reclaim_idle`](Self::reclaim_idle), entries that have waited in the consumer's
+    /// queue so long that handling them could end after another consumer may reclaim them
+    /// are not handled but re-read from the pending list (which resets their idle time): an
+    /// entry is never handled by two consumers at once. Default zero.
+    pub handler_deadline: Duration,
     /// After this many deliveries an entry goes to the dead-letter stream. Default `None`
     /// (retry forever).
     pub max_deliveries: Option<u32>,
@@ -127,6 +133,7 @@ impl ConsumerOptions {
             retry_delay: Duration::from_secs(1),
             pending_interval: Duration::from_secs(30),
             reclaim_idle: None,
+            handler_deadline: Duration::ZERO,
             max_deliveries: None,
             dead_letter_stream: format!("{group}-dead-letter"),
             fail_commits: Arc::default(),
@@ -264,6 +271,7 @@ impl Consumer {
                 .map(|s| Arc::<str>::from(s.as_str()))
                 .collect(),
             queue: VecDeque::new(),
+            queued_at: Instant::now(),
             pending: None,
             pending_due: Instant::now(),
             retry_at: None,
@@ -345,6 +353,8 @@ struct Run<'a> {
     streams: Vec<Arc<str>>,
     /// Entries delivered to us but not handled yet (a read may return more than `count`).
     queue: VecDeque<Event>,
+    /// When the oldest entry in the queue was delivered.
+    queued_at: Instant,
     /// The pending pass in progress: per stream index, the last ID seen.
     pending: Option<Vec<(usize, EntryId)>>,
     pending_due: Instant,
@@ -386,7 +396,9 @@ impl Run<'_> {
             if self.lock.lost().is_cancelled() {
                 return Err(Error::LockLost(self.lock.key().to_string()));
             }
-            if self.cancel.is_cancelled() {
+            // Cancelled: entries already delivered to us are handled first, so a graceful
+            // stop leaves nothing pending under this consumer's name.
+            if self.cancel.is_cancelled() && self.queue.is_empty() {
                 return Ok(true);
             }
             if self.queue.is_empty() {
@@ -416,10 +428,69 @@ impl Run<'_> {
                 }
                 continue;
             }
+            if self.queue_is_stale() {
+                tracing::debug!(group = %self.group(), consumer = %self.name, entries = self.queue.len(), "queued entries waited too long to finish before min-idle; re-reading them");
+                self.queue.clear();
+                self.pending_due = Instant::now();
+                continue;
+            }
             let take = self.queue.len().min(self.count);
             let batch: Vec<Event> = self.queue.drain(..take).collect();
-            self.handle(&mut handler, batch).await?;
+            match self.prefetch() {
+                // The next page of new entries is read while this batch is handled and
+                // committed, so Redis and the handler work at the same time.
+                Some(read) => {
+                    let read_at = Instant::now();
+                    let (handled, reply) = tokio::join!(self.handle(&mut handler, batch), read);
+                    handled?;
+                    match reply.and_then(|reply| self.absorb_new(reply, read_at)) {
+                        Ok(_) => {}
+                        Err(e) => {
+                            // Whatever the read delivered sits in our pending list: the
+                            // next pending pass picks it up.
+                            self.on_redis_error(&e);
+                            self.pending_due = Instant::now();
+                        }
+                    }
+                }
+                None => self.handle(&mut handler, batch).await?,
+            }
         }
+    }
+
+    /// True when the queued entries were delivered so long ago that a batch of them could
+    /// still be running when another consumer may reclaim them.
+    fn queue_is_stale(&self) -> bool {
+        let deadline = self.options().handler_deadline;
+        self.options().reclaim_idle.is_some_and(|min_idle| {
+            // (A deadline at or above min-idle could never pass: config refuses it.)
+            deadline < min_idle && self.queued_at.elapsed() + deadline >= min_idle
+        })
+    }
+
+    /// A non-blocking read of new entries to run alongside the batch being handled, when
+    /// the next fetch would read new entries anyway (no pending pass running or due, and
+    /// nothing else queued).
+    fn prefetch(&self) -> Option<impl Future<Output = redis::RedisResult<redis::Value>> + use<>> {
+        let now = Instant::now();
+        let pending_pass_due = self.pending.is_some()
+            || now >= self.pending_due
+            || self.retry_at.is_some_and(|t| now >= t);
+        if !self.queue.is_empty()
+            || pending_pass_due
+            || !self.groups_ready
+            || self.cancel.is_cancelled()
+        {
+            return None;
+        }
+        let args: Vec<(&str, String)> = self
+            .streams
+            .iter()
+            .map(|s| (&**s, ">".to_string()))
+            .collect();
+        let cmd = commands::xreadgroup(self.group(), &self.name, self.count, None, &args);
+        let mut con = self.con.clone();
+        Some(async move { cmd.query_async::<redis::Value>(&mut con).await })
     }
 
     fn on_redis_error(&mut self, e: &redis::RedisError) {
@@ -476,6 +547,7 @@ impl Run<'_> {
             .iter()
             .map(|(i, id)| (&*self.streams[*i], id.to_string()))
             .collect();
+        let read_at = Instant::now();
         let reply = commands::xreadgroup(self.group(), &self.name, self.count, None, &args)
             .query_async(&mut self.con)
             .await?;
@@ -510,7 +582,12 @@ impl Run<'_> {
             .into_iter()
             .map(|p| (p.id, p.deliveries))
             .collect();
-            self.enqueue(&stream, entries, |id| counts.get(&id).copied().unwrap_or(1));
+            self.enqueue(
+                &stream,
+                entries,
+                |id| counts.get(&id).copied().unwrap_or(1),
+                read_at,
+            );
         }
         self.sort_queue();
         Ok(Fetched::Progress)
@@ -539,6 +616,7 @@ impl Run<'_> {
             None
         };
         let cmd = commands::xreadgroup(self.group(), &self.name, self.count, block, &args);
+        let mut read_at = Instant::now();
         let reply = match block {
             None => cmd.query_async(&mut self.con).await?,
             Some(block) => {
@@ -549,26 +627,35 @@ impl Run<'_> {
                 let id = reader.id;
                 let read = cmd.query_async::<redis::Value>(&mut reader.con);
                 tokio::select! {
-                    reply = read => reply?,
+                    // A blocking read delivers when it returns.
+                    reply = read => {
+                        read_at = Instant::now();
+                        reply?
+                    }
                     _ = self.cancel.cancelled() => return self.interrupt_read(id).await,
                     _ = self.lock.lost().cancelled() => return self.interrupt_read(id).await,
                 }
             }
         };
+        Ok(if self.absorb_new(reply, read_at)? {
+            Fetched::Progress
+        } else {
+            Fetched::Empty
+        })
+    }
+
+    /// Queues the entries of a read of new entries; true when there were any.
+    fn absorb_new(&mut self, reply: redis::Value, read_at: Instant) -> redis::RedisResult<bool> {
         let mut any = false;
         for (name, entries) in commands::parse_read_reply(reply)? {
             let Some(stream) = self.streams.iter().find(|s| ***s == name).cloned() else {
                 continue;
             };
             any |= !entries.is_empty();
-            self.enqueue(&stream, entries, |_| 1);
+            self.enqueue(&stream, entries, |_| 1, read_at);
         }
         self.sort_queue();
-        Ok(if any {
-            Fetched::Progress
-        } else {
-            Fetched::Empty
-        })
+        Ok(any)
     }
 
     async fn open_reader(&self, block: Duration) -> redis::RedisResult<Reader> {
@@ -601,7 +688,11 @@ impl Run<'_> {
         stream: &Arc<str>,
         entries: Vec<RawEntry>,
         deliveries: impl Fn(EntryId) -> u32,
+        read_at: Instant,
     ) {
+        if self.queue.is_empty() {
+            self.queued_at = read_at;
+        }
         for entry in entries {
             let mut event = entry.into_event(stream);
             event.deliveries = deliveries(event.id);

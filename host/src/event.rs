@@ -28,6 +28,23 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event as a consumer would receive it on its first delivery: for testing handlers
+    /// and for hosts that read entries themselves. `body` is the raw MessagePack.
+    pub fn new(
+        stream: &str,
+        id: EntryId,
+        body: Option<Vec<u8>>,
+        meta: Vec<(String, String)>,
+    ) -> Self {
+        Event {
+            id,
+            stream: Arc::from(stream),
+            body,
+            meta,
+            deliveries: 1,
+        }
+    }
+
     /// The stream entry ID, e.g. `1700000000000-0`.
     pub fn id(&self) -> String {
         self.id.to_string()

@@ -487,6 +487,8 @@ async fn run_consumer(
         options.max_deliveries = Some(config.max_deliveries);
         options.dead_letter_stream = config.dead_letter.clone();
         options.reclaim_idle = Some(config.min_idle);
+        options.handler_deadline = config.timeout;
+        options.lock_ttl = config.lock_ttl;
         options.pending_interval =
             (config.min_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
         options.metrics = run.metrics.clone();

@@ -236,6 +236,11 @@ pub struct Beehive {
 impl Beehive {
     /// Starts `beehive run -c <config>` with extra arguments; its stderr goes to a log file.
     pub fn run(config: &Path, extra: &[&str]) -> Beehive {
+        Self::run_with_env(config, extra, &[])
+    }
+
+    /// [`run`](Self::run) with extra environment variables.
+    pub fn run_with_env(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Beehive {
         let log = config.with_extension(format!("{}.log", rand_u64()));
         let stderr = std::fs::File::create(&log).expect("create log");
         let child = std::process::Command::new(beehive_bin())
@@ -244,6 +249,7 @@ impl Beehive {
             .arg(config)
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()

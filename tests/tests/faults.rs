@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use beehive_tests::{
     Beehive, RedisServer, TempDir, beehive_bin, component, engine, entries, eventually, field,
-    pending,
+    pending, xlen,
 };
 
 fn config(dir: &TempDir, address: &str) -> std::path::PathBuf {
@@ -186,6 +186,33 @@ async fn acl_users_and_passwords_work_and_stay_secret() {
         text.contains("events") && !text.contains("s3cret-pw"),
         "{text}"
     );
+    let out = Command::new(beehive_bin())
+        .args(["status", "--json", "-c"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("s3cret-pw"),
+        "{text}"
+    );
+    // The host's whole log (connections, consumers, handled events) never shows it either.
+    let mut host = Beehive::run_with_env(&good, &["--drain"], &[("RUST_LOG", "debug")]);
+    assert_eq!(
+        host.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        host.log_text()
+    );
+    let log = host.log_text();
+    assert!(
+        log.contains("alice") || log.contains("beehive run"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("s3cret-pw"),
+        "the password never appears in logs:\n{log}"
+    );
 
     let bad = dir.write(
         "bad.yaml",
@@ -207,5 +234,349 @@ async fn acl_users_and_passwords_work_and_stay_secret() {
     assert!(
         !stderr.contains("wrong-pw"),
         "the password never appears: {stderr}"
+    );
+}
+
+/// The IDs of every client connected to `server` except `keep`.
+async fn client_ids(con: &mut redis::aio::MultiplexedConnection, keep: &[i64]) -> Vec<i64> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(con)
+        .await
+        .unwrap();
+    list.lines()
+        .filter_map(|line| line.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+        .filter(|id| !keep.contains(id))
+        .collect()
+}
+
+/// A small xorshift generator: random but reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kills_restarts_and_dropped_connections_lose_and_duplicate_nothing() {
+    const EVENTS: usize = 20_000;
+    const KILLS: usize = 12;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("chaos seed {seed}");
+    let mut rng = Rng(seed);
+    let server = beehive_tests::redis();
+    let dir = TempDir::new();
+    let cfg = dir.write(
+        "beehive.yaml",
+        &format!(
+            "default:\n  redis: {}\n  streams:\n    events: [handlers]\n    receipts: [auditors]\nconsumers:\n  handlers:\n    component: {}\n    publish: [receipts]\n    count: 50\n    instances: 3\n    block: 100ms\n    min-idle: 3s\n    lock-ttl: 1s\n    limits: {{timeout: 1s}}\n",
+            server.address(),
+            component("beehive-test-hostile").display()
+        ),
+    );
+    let args = ["--no-watch", "--gc-interval", "500ms"];
+    let mut killed_host = Beehive::run(&cfg, &args);
+    let steady_host = Beehive::run(&cfg, &args);
+
+    // The publisher and the chaos monkey have their own connections, spared by CLIENT KILL.
+    let mut publisher = beehive_tests::raw(&server).await;
+    let mut monkey = beehive_tests::raw(&server).await;
+    let mut spared = Vec::new();
+    for con in [&mut publisher, &mut monkey] {
+        spared.push(
+            redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async::<i64>(con)
+                .await
+                .unwrap(),
+        );
+    }
+    // 20,000 events over ~15 s, in pipelines of 100.
+    let publishing = tokio::spawn(async move {
+        let mut ids: Vec<String> = Vec::with_capacity(EVENTS);
+        let mut tick = tokio::time::interval(Duration::from_millis(75));
+        while ids.len() < EVENTS {
+            tick.tick().await;
+            let mut pipe = redis::pipe();
+            for i in ids.len()..ids.len() + 100 {
+                pipe.cmd("XADD")
+                    .arg("events")
+                    .arg("*")
+                    .arg("n")
+                    .arg(i.to_string());
+            }
+            let batch: Vec<String> = pipe.query_async(&mut publisher).await.unwrap();
+            ids.extend(batch);
+        }
+        ids
+    });
+
+    let (mut kills, mut client_kills) = (0, 0);
+    while kills < KILLS {
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+        killed_host.signal("KILL");
+        killed_host.wait(Duration::from_secs(10));
+        kills += 1;
+        if rng.below(2) == 0 {
+            for id in client_ids(&mut monkey, &spared).await {
+                let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("ID")
+                    .arg(id)
+                    .query_async(&mut monkey)
+                    .await;
+                client_kills += 1;
+            }
+        }
+        killed_host = Beehive::run(&cfg, &args);
+    }
+    let mut ids = publishing.await.unwrap();
+    eprintln!("chaos: {kills} SIGKILLs and restarts, {client_kills} connections killed");
+
+    eventually(
+        "every event to get its receipt and nothing to stay pending",
+        Duration::from_secs(120),
+        || async {
+            xlen(&server, "receipts").await >= EVENTS as u64
+                && pending(&server, "events", "handlers").await == 0
+        },
+    )
+    .await;
+    let receipts = entries(&server, "receipts").await;
+    let mut of: Vec<String> = receipts
+        .iter()
+        .map(|(_, f)| field(f, "of").unwrap().to_string())
+        .collect();
+    of.sort();
+    ids.sort();
+    let total = of.len();
+    of.dedup();
+    let duplicated = total - of.len();
+    let lost = ids
+        .iter()
+        .filter(|id| of.binary_search(id).is_err())
+        .count();
+    eprintln!(
+        "chaos: {} events, {} receipts, {lost} lost, {duplicated} duplicated",
+        ids.len(),
+        total
+    );
+    assert_eq!((lost, duplicated), (0, 0), "exactly one receipt per event");
+    assert_eq!(of, ids);
+    eventually(
+        "GC to trim the fully acknowledged source stream",
+        Duration::from_secs(30),
+        || async { xlen(&server, "events").await == 0 },
+    )
+    .await;
+    drop(steady_host);
+}
+
+#[tokio::test]
+async fn a_restart_without_persistence_and_a_deleted_stream_are_survived_without_spinning() {
+    let mut server = beehive_tests::redis();
+    let dir = TempDir::new();
+    let cfg = config(&dir, &format!("{}:0", server.address()));
+    let engine = engine(&server, &[("events", &["handlers"])]).await;
+    let broker = engine.event_broker();
+    let host = Beehive::run(&cfg, &[]);
+    let publish = |n: i32| {
+        let broker = broker.clone();
+        async move {
+            let mut ids = Vec::new();
+            while ids.len() < 5 {
+                // The engine's connection reconnects by itself after the restart.
+                match broker.publish("events", &n, &[] as &[(&str, &str)]).await {
+                    Ok(id) => ids.push(id),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            ids
+        }
+    };
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        match round {
+            // Everything, the group and the lock included, is gone.
+            1 => server.restart().unwrap(),
+            // Only the stream (and with it the group) is gone.
+            2 => {
+                let _: () = redis::cmd("DEL")
+                    .arg("events")
+                    .query_async(&mut beehive_tests::raw(&server).await)
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+        let ids = publish(round).await;
+        eventually(
+            &format!("round {round}'s events to be handled"),
+            Duration::from_secs(60),
+            || async {
+                let got = receipts_of(&server).await;
+                ids.iter().all(|id| got.contains(id))
+            },
+        )
+        .await;
+        expected.extend(ids);
+    }
+    assert_eq!(pending(&server, "events", "handlers").await, 0);
+    // The restart lost the earlier receipts; what is there must be exactly this round's.
+    let got = receipts_of(&server).await;
+    assert_eq!(
+        xlen(&server, "receipts").await as usize,
+        got.len(),
+        "no duplicates"
+    );
+    let log = host.log_text();
+    let warnings = log.matches("vanished").count();
+    assert!(
+        (1..=6).contains(&warnings),
+        "a loud warning per loss, no spinning on NOGROUP ({warnings} warnings):\n{log}"
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost, made with `openssl`.
+fn certificates(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let path = |name: &str| dir.path().join(name);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("the openssl command (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=beehive test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        path("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (path("ca.crt"), path("server.crt"), path("server.key"))
+}
+
+#[tokio::test]
+async fn tls_connections_work_and_an_untrusted_certificate_is_refused() {
+    let dir = TempDir::new();
+    let (ca, cert, key) = certificates(&dir);
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let server = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        ca.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ])
+    .expect("redis-server with TLS (Debian's is built with it)");
+    let cfg = config(&dir, &format!("rediss://127.0.0.1:{tls_port}/0"));
+    let beehive = |args: &[&str], trust: bool| {
+        let mut cmd = Command::new(beehive_bin());
+        cmd.args(args).arg("-c").arg(&cfg);
+        if trust {
+            cmd.env("SSL_CERT_FILE", &ca);
+        } else {
+            // Only the system's roots: the test CA is not among them.
+            cmd.env_remove("SSL_CERT_FILE");
+        }
+        cmd.output().unwrap()
+    };
+    let out = beehive(&["publish", "events", "--json", "7"], true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut host = Beehive::run_with_env(
+        &cfg,
+        &["--drain"],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    assert_eq!(
+        host.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        host.log_text()
+    );
+    assert_eq!(receipts_of(&server).await, vec![id], "handled over TLS");
+
+    let out = beehive(&["publish", "events", "--json", "8"], false);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        stderr.contains("certificate"),
+        "a clear TLS error: {stderr}"
     );
 }

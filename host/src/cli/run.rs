@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// Do not watch component files; reload only on SIGHUP.
     #[arg(long)]
     pub no_watch: bool,
+    /// How often garbage collection trims acknowledged events (e.g. 30s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub gc_interval: std::time::Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub config: ConfigArg,
@@ -90,6 +93,7 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
     let options = RunOptions {
         drain: args.drain,
         metrics,
+        gc_interval: args.gc_interval.max(std::time::Duration::from_millis(10)),
         ..RunOptions::default()
     };
     let mut supervisor = Supervisor::start(config, reloader.clone(), options, cancel.clone());

@@ -146,7 +146,28 @@ impl WasmHandler {
         store.data_mut().publish_overflow = false;
         store.data_mut().deadline = Instant::now() + self.settings.timeout;
         store.set_epoch_deadline(1);
-        let batch: Vec<types::Event> = events.iter().map(to_wit).collect();
+        let ids: Vec<String> = events.iter().map(Event::id).collect();
+        let metas: Vec<Vec<(&str, &str)>> = events
+            .iter()
+            .map(|e| {
+                e.meta
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect()
+            })
+            .collect();
+        let batch: Vec<types::Event<'_>> = events
+            .iter()
+            .zip(&ids)
+            .zip(&metas)
+            .map(|((event, id), meta)| types::Event {
+                id,
+                stream: event.stream(),
+                body: event.body.as_deref(),
+                meta,
+                deliveries: event.deliveries,
+            })
+            .collect();
         let result = consumer
             .beehive_broker_handler()
             .call_handle_events(&mut *store, &batch)
@@ -209,16 +230,6 @@ pub async fn check_instantiation(
     .await
     .map(|_| ())
     .map_err(|e| describe_trap(&e).1)
-}
-
-fn to_wit(event: &Event) -> types::Event {
-    types::Event {
-        id: event.id(),
-        stream: event.stream().to_string(),
-        body: event.body.clone(),
-        meta: event.meta.clone(),
-        deliveries: event.deliveries,
-    }
 }
 
 fn from_wit(outcome: types::Outcome) -> Outcome {

@@ -130,3 +130,124 @@ async fn a_lock_lost_during_a_batch_commits_nothing() {
         "and must not delete the new holder's lock"
     );
 }
+
+/// Publishes a receipt (meta `of` = the event's ID) for every event, after waiting on
+/// `stall` (a blocking wait that freezes its whole single-threaded runtime).
+struct Receipts {
+    stall: Option<std::sync::mpsc::Receiver<()>>,
+    entered: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl beehive::BatchHandler for Receipts {
+    async fn handle(&mut self, events: &[beehive::Event]) -> anyhow::Result<beehive::Decision> {
+        if let (Some(stall), Some(entered)) = (self.stall.take(), self.entered.take()) {
+            entered.send(()).unwrap();
+            // Blocks the thread: the runtime cannot refresh the lock meanwhile.
+            let _ = stall.recv();
+        }
+        let mut decision = beehive::Decision::ack_all(events.len());
+        for event in events {
+            decision.publishes.push(
+                beehive::NewEvent::new("receipts", None, vec![("of".into(), event.id())]).unwrap(),
+            );
+        }
+        Ok(decision)
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_event_loop_loses_its_lock_and_never_commits_after() {
+    let server = redis();
+    let engine = engine(
+        &server,
+        &[("stream-a", &["g"]), ("receipts", &["auditors"])],
+    )
+    .await;
+    let broker = engine.event_broker();
+    let id = broker
+        .publish("stream-a", "x", &[] as &[(&str, &str)])
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(1);
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (stall_tx, stall_rx) = std::sync::mpsc::channel();
+    // The first runner lives on its own single-threaded runtime, which the handler stalls.
+    let stalled = {
+        let broker = broker.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut consumer = broker.consumer("g").unwrap();
+                consumer.set_lock_ttl(ttl).disable_loop();
+                let handler = Receipts {
+                    stall: Some(stall_rx),
+                    entered: Some(entered_tx),
+                };
+                consumer
+                    .consume_with(CancellationToken::new(), 1, 10, handler)
+                    .await
+            })
+        })
+    };
+    tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+        .await
+        .unwrap();
+    let mut con = raw(&server).await;
+    eventually(
+        "the stalled runner's lock to expire",
+        Duration::from_secs(10),
+        || {
+            let mut con = con.clone();
+            async move {
+                let exists: bool = redis::cmd("EXISTS")
+                    .arg("g_consumer-1")
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                !exists
+            }
+        },
+    )
+    .await;
+    // A successor with the same name takes the lock and handles the stranded entry.
+    let mut successor = broker.consumer("g").unwrap();
+    successor.set_lock_ttl(ttl).disable_loop();
+    let ran = successor
+        .consume_with(
+            CancellationToken::new(),
+            1,
+            10,
+            Receipts {
+                stall: None,
+                entered: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(ran);
+    // The stalled runner wakes up and tries to commit its (identical) work.
+    stall_tx.send(()).unwrap();
+    let result = tokio::task::spawn_blocking(move || stalled.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !matches!(result, Ok(true)),
+        "the stalled runner must notice it lost its lock: {result:?}"
+    );
+    let receipts: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg("receipts")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        receipts.len(),
+        1,
+        "one receipt for {id}: the loser committed nothing"
+    );
+    assert_eq!(pending(&server, "stream-a", "g").await, 0);
+}

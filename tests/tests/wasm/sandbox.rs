@@ -222,3 +222,57 @@ async fn a_batch_cannot_publish_past_max_publishes() {
         100
     );
 }
+
+#[tokio::test]
+async fn huge_bodies_binary_meta_and_corrupt_bodies_never_crash_the_host() {
+    let server = redis();
+    let mut con = beehive_tests::raw(&server).await;
+    let huge = vec![0x5au8; 24 << 20]; // above the 16 MiB memory cap
+    let mut add = |fields: Vec<(Vec<u8>, Vec<u8>)>| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg("events").arg("*");
+        for (k, v) in fields {
+            cmd.arg(k).arg(v);
+        }
+        cmd
+    };
+    let cmds = [
+        add(vec![
+            (b"s".to_vec(), huge.clone()),
+            (b"n".to_vec(), b"huge".to_vec()),
+        ]),
+        add(vec![
+            (b"n".to_vec(), b"binary".to_vec()),
+            (b"bin".to_vec(), vec![0xff, 0xfe, 0x00, 0x80]),
+            (vec![0xc3, 0x28], b"bad-utf8-key".to_vec()),
+        ]),
+        add(vec![
+            (b"s".to_vec(), vec![0xc1, 0xc1, 0xff]),
+            (b"n".to_vec(), b"corrupt".to_vec()),
+        ]),
+    ];
+    let mut ids = Vec::new();
+    for cmd in cmds {
+        ids.push(cmd.query_async::<String>(&mut con).await.unwrap());
+    }
+    let dead = run_until_settled(&server, &[], 1).await;
+    assert_eq!(dead.len(), 1);
+    let (_, fields) = &dead[0];
+    assert_eq!(field(fields, "beehive.origin-id"), Some(ids[0].as_str()));
+    let reason = field(fields, "beehive.reason").unwrap();
+    assert!(
+        reason.contains("memory"),
+        "the reason names the memory cap: {reason}"
+    );
+    let mut of: Vec<String> = entries(&server, "receipts")
+        .await
+        .iter()
+        .map(|(_, f)| field(f, "of").unwrap().to_string())
+        .collect();
+    of.sort();
+    assert_eq!(
+        of,
+        vec![ids[1].clone(), ids[2].clone()],
+        "the others are handled"
+    );
+}

@@ -1,0 +1,155 @@
+//! Publishing scenarios P0–P3.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use beehive::NewEvent;
+
+use crate::report::{Report, Sample};
+use crate::setup::{Bench, PUBLISH_STREAM, body, meta, rate};
+
+fn event() -> NewEvent {
+    let meta = meta(false)
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    NewEvent::new(PUBLISH_STREAM, Some(body()), meta).expect("a valid event")
+}
+
+async fn reset(bench: &Bench) -> anyhow::Result<()> {
+    let mut con = bench.connection().await?;
+    redis::cmd("DEL")
+        .arg(PUBLISH_STREAM)
+        .exec_async(&mut con)
+        .await?;
+    Ok(())
+}
+
+/// P0: `redis-benchmark -c 1 -P 64` XADD of the same entry: Redis's own ceiling.
+async fn p0(bench: &Bench, n: usize) -> anyhow::Result<f64> {
+    let body = String::from_utf8(body())?;
+    let mut cmd = tokio::process::Command::new("redis-benchmark");
+    cmd.args([
+        "-p",
+        &bench.server.port().to_string(),
+        "-c",
+        "1",
+        "-P",
+        "64",
+    ])
+    .args(["-n", &n.to_string(), "--csv"])
+    .args(["XADD", PUBLISH_STREAM, "*", "s", &body]);
+    for (k, v) in meta(false) {
+        cmd.args([k, v]);
+    }
+    let out = cmd
+        .output()
+        .await
+        .context("running redis-benchmark (it comes with redis-server)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "redis-benchmark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // --csv: a header line, then `"<command>","<rps>",...`.
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("\"XADD"))
+        .with_context(|| format!("unexpected redis-benchmark output: {text}"))?;
+    let rps = line
+        .split("\",\"")
+        .nth(1)
+        .and_then(|v| v.trim_matches('"').parse::<f64>().ok())
+        .with_context(|| format!("unexpected redis-benchmark output: {line}"))?;
+    Ok(rps)
+}
+
+/// P1: `publish` one by one, each awaited.
+async fn p1(bench: &Bench, n: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    for _ in 0..n {
+        bench.broker.publish_event(event()).await?;
+    }
+    Ok(rate(n, started.elapsed()))
+}
+
+/// P2: a `Flusher`, flushed every `per_flush` events.
+async fn p2(bench: &Bench, n: usize, per_flush: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut flusher = bench.broker.new_flusher();
+    for i in 0..n {
+        flusher.publish_event(event())?;
+        if (i + 1) % per_flush == 0 {
+            flusher.flush().await?;
+        }
+    }
+    flusher.flush().await?;
+    Ok(rate(n, started.elapsed()))
+}
+
+/// P3: `tasks` concurrent publishers on one engine, each publishing one by one.
+async fn p3(bench: &Bench, n: usize, tasks: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let broker = bench.broker.clone();
+        let share = n / tasks + usize::from(t < n % tasks);
+        handles.push(tokio::spawn(async move {
+            for _ in 0..share {
+                broker.publish_event(event()).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for handle in handles {
+        handle.await??;
+    }
+    Ok(rate(n, started.elapsed()))
+}
+
+/// One interleaved run of every publishing scenario.
+pub async fn run(bench: &Bench, report: &mut Report, run: usize, n: usize) -> anyhow::Result<()> {
+    let mut add = |scenario, label, batch, rate| {
+        report.add(Sample {
+            scenario,
+            label,
+            batch,
+            rate,
+            run,
+        })
+    };
+    reset(bench).await?;
+    add(
+        "P0",
+        "redis-benchmark -c 1 -P 64 XADD (baseline)",
+        Some(64),
+        p0(bench, n).await?,
+    );
+    reset(bench).await?;
+    add(
+        "P1",
+        "publish, one by one, awaited",
+        Some(1),
+        p1(bench, n / 20).await?,
+    );
+    for per_flush in [100, 1000] {
+        reset(bench).await?;
+        add(
+            "P2",
+            "Flusher, flush every <batch> events",
+            Some(per_flush),
+            p2(bench, n, per_flush).await?,
+        );
+    }
+    reset(bench).await?;
+    add(
+        "P3",
+        "64 concurrent publishers, one engine",
+        Some(64),
+        p3(bench, n, 64).await?,
+    );
+    reset(bench).await?;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! What every scenario shares: a private redis-server, a registry of the bench streams, the
+//! event shape (100-byte body, 2 meta pairs) and raw set-up commands.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use beehive::redis_server::RedisServer;
+use beehive::runtime::{Component, WasmEngine};
+use beehive::{EventBroker, Registry};
+use redis::aio::MultiplexedConnection;
+
+/// The stream consumed by the consume scenarios, and its group.
+pub const STREAM: &str = "bench";
+/// The group reading [`STREAM`].
+pub const GROUP: &str = "g";
+/// Where the C4 handler publishes its receipts.
+pub const RECEIPTS: &str = "bench-receipts";
+/// The stream the publish scenarios write to.
+pub const PUBLISH_STREAM: &str = "bench-publish";
+
+/// The 100-byte body every event carries.
+pub fn body() -> Vec<u8> {
+    vec![b'x'; 100]
+}
+
+/// The two meta pairs; `p=1` asks the bench guest to publish a receipt.
+pub fn meta(publish: bool) -> [(&'static str, &'static str); 2] {
+    [("source", "bench"), ("p", if publish { "1" } else { "0" })]
+}
+
+/// The shared state of a benchmark process.
+pub struct Bench {
+    /// The private server (stopped on drop).
+    pub server: RedisServer,
+    /// A broker over it, with the bench streams registered.
+    pub broker: EventBroker,
+    /// A plain redis-rs client for baselines and set-up.
+    pub client: redis::Client,
+    /// The wasm engine and components, loaded once.
+    pub wasm: WasmEngine,
+    /// Folder of the built Rust components.
+    pub components: PathBuf,
+}
+
+impl Bench {
+    /// Starts a private redis-server and registers the bench streams.
+    pub async fn start(components: PathBuf) -> anyhow::Result<Self> {
+        let server = RedisServer::start().context("starting redis-server")?;
+        let mut registry = Registry::new();
+        registry.register_redis(&server.address(), "", 0, "default");
+        registry.register_redis_stream(STREAM, "default", &[GROUP]);
+        registry.register_redis_stream(RECEIPTS, "default", &["auditors"]);
+        registry.register_redis_stream(PUBLISH_STREAM, "default", &["auditors"]);
+        let engine = registry.validate().await?.create_engine();
+        let client = redis::Client::open(server.url())?;
+        Ok(Bench {
+            broker: engine.event_broker(),
+            server,
+            client,
+            wasm: WasmEngine::new()?,
+            components,
+        })
+    }
+
+    /// A connection for baselines and set-up (redis-rs defaults).
+    pub async fn connection(&self) -> anyhow::Result<MultiplexedConnection> {
+        Ok(self.client.get_multiplexed_async_connection().await?)
+    }
+
+    /// Loads a component by file name from the components folder, or an explicit path.
+    pub fn component(&self, file: &Path) -> anyhow::Result<Component> {
+        let path = if file.is_absolute() || file.exists() {
+            file.to_path_buf()
+        } else {
+            self.components.join(file)
+        };
+        self.wasm.load_file(&path).with_context(|| {
+            format!(
+                "loading {} (build it: bash bench/build-guests)",
+                path.display()
+            )
+        })
+    }
+
+    /// Empties the bench streams, recreates the group at 0 and publishes `n` events with
+    /// pipelines of 1000 (every `every`-th asks for a receipt when `every` > 0).
+    pub async fn fill(&self, n: usize, every: usize) -> anyhow::Result<()> {
+        let mut con = self.connection().await?;
+        redis::cmd("DEL")
+            .arg(STREAM)
+            .arg(RECEIPTS)
+            .exec_async(&mut con)
+            .await?;
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(STREAM)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .exec_async(&mut con)
+            .await?;
+        let body = body();
+        let mut sent = 0;
+        while sent < n {
+            let mut pipe = redis::pipe();
+            for i in sent..(sent + 1000).min(n) {
+                let publish = every > 0 && i % every == 0;
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(STREAM).arg("*").arg("s").arg(&body);
+                for (k, v) in meta(publish) {
+                    cmd.arg(k).arg(v);
+                }
+                pipe.add_command(cmd).ignore();
+            }
+            pipe.exec_async(&mut con).await?;
+            sent = (sent + 1000).min(n);
+        }
+        Ok(())
+    }
+
+    /// Checks a consume scenario left nothing pending (every entry it read was acknowledged).
+    pub async fn check_drained(&self, scenario: &str, n: usize) -> anyhow::Result<()> {
+        let mut con = self.connection().await?;
+        let info: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg(STREAM)
+            .arg(GROUP)
+            .query_async(&mut con)
+            .await?;
+        let pending: u64 = match info.first() {
+            Some(redis::Value::Int(p)) => *p as u64,
+            _ => 0,
+        };
+        anyhow::ensure!(
+            pending == 0,
+            "{scenario}: {pending} of {n} entries were left pending"
+        );
+        Ok(())
+    }
+}
+
+/// Events per second for `n` events in `elapsed`.
+pub fn rate(n: usize, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64()
+}
