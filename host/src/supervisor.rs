@@ -57,6 +57,30 @@ pub fn load_components(
 
 /// Loads every group's component for `beehive run`: a version deployed through Redis (see
 /// [`deploy`](crate::deploy)) wins over the file; a group configured as `deployed` needs one.
+/// Reads the deployed version of `group`, waiting for Redis with backoff (0.5 s doubling to
+/// 10 s) while it cannot be reached: a host started before Redis comes up once it does.
+async fn deployed_with_retry(
+    engine: &crate::Engine,
+    group: &str,
+) -> crate::Result<Option<(String, Vec<u8>)>> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match crate::deploy::deployed(engine, group).await {
+            Err(crate::Error::Redis { pool, source })
+                if source.is_io_error()
+                    || source.is_connection_refusal()
+                    || source.is_connection_dropped()
+                    || source.is_timeout() =>
+            {
+                tracing::warn!(%pool, error = %source, retry_in = ?delay, "Redis is unreachable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub async fn load_all(
     config: &Config,
     wasm: &WasmEngine,
@@ -64,13 +88,12 @@ pub async fn load_all(
     let engine = config.registry.create_engine();
     let mut components = BTreeMap::new();
     for (group, consumer) in &config.consumers {
-        let deployed =
-            crate::deploy::deployed(&engine, group)
-                .await
-                .map_err(|e| ComponentError {
-                    origin: format!("deployed {group}"),
-                    reason: format!("cannot read the deployed version from Redis: {e}"),
-                })?;
+        let deployed = deployed_with_retry(&engine, group)
+            .await
+            .map_err(|e| ComponentError {
+                origin: format!("deployed {group}"),
+                reason: format!("cannot read the deployed version from Redis: {e}"),
+            })?;
         let component = match (deployed, &consumer.component) {
             (Some((digest, bytes)), _) => {
                 let wasm = wasm.clone();

@@ -75,17 +75,37 @@ async fn lag_counts_what_was_not_delivered_yet() {
             .await
             .unwrap();
     }
-    // Deliver exactly 4 of 6 by reading through a consumer that stops after one batch.
-    let mut c = broker.consumer("g").unwrap();
-    c.set_block_time(std::time::Duration::from_millis(50));
-    let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    c.consume(cancel, 4, move |_| {
-        stop.cancel();
-        async { Ok(()) }
-    })
-    .await
-    .unwrap();
+    // Deliver exactly 4 of 6 (a consumer would read ahead), and acknowledge them.
+    let mut con = beehive_tests::raw(&server).await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("stream-a")
+        .arg("g")
+        .arg("0")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("c")
+        .arg("COUNT")
+        .arg(4)
+        .arg("STREAMS")
+        .arg("stream-a")
+        .arg(">")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), 4);
+    let _: () = redis::cmd("XACK")
+        .arg("stream-a")
+        .arg("g")
+        .arg(&ids)
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let stats = broker.statistics().await.unwrap();
     let g = &stats[0].groups[0];
     assert_eq!((g.pending, g.lag), (0, Some(2)));

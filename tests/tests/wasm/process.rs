@@ -115,3 +115,94 @@ async fn sigterm_finishes_the_batch_in_flight_and_releases_locks() {
         .unwrap();
     assert_eq!(lock, None, "the lock is released");
 }
+
+#[tokio::test]
+async fn a_slow_handler_just_inside_its_deadline_is_never_reclaimed_from() {
+    let server = redis();
+    let dir = TempDir::new();
+    // The boundary: a batch deadline just below min-idle, batches that take most of it,
+    // and a second consumer eager to reclaim anything idle for min-idle.
+    let cfg = config(
+        &dir,
+        &server,
+        &component("beehive-test-hostile"),
+        "    count: 2\n    instances: 2\n    block: 100ms\n    min-idle: 1s\n    limits: {timeout: 990ms}\n",
+    );
+    let engine = engine(&server, &[("events", &["handlers"])]).await;
+    let mut flusher = engine.event_broker().new_flusher();
+    for i in 0..12 {
+        flusher
+            .publish("events", &i, &[("do", "slow"), ("ms", "300")])
+            .unwrap();
+    }
+    let mut ids = flusher.flush().await.unwrap();
+    let host = Beehive::run(&cfg, &[]);
+    eventually(
+        "every slow event to be handled",
+        Duration::from_secs(60),
+        || async {
+            pending(&server, "events", "handlers").await == 0
+                && entries(&server, "receipts").await.len() >= 12
+        },
+    )
+    .await;
+    let mut of: Vec<String> = entries(&server, "receipts")
+        .await
+        .iter()
+        .map(|(_, f)| field(f, "of").unwrap().to_string())
+        .collect();
+    of.sort();
+    ids.sort();
+    assert_eq!(
+        of, ids,
+        "exactly one receipt per event: nothing handled twice"
+    );
+    let log = host.log_text();
+    assert!(
+        !log.contains("reclaimed idle entries"),
+        "a live consumer's entries are never reclaimed:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn redis_unreachable_at_start_is_retried_until_it_comes_up() {
+    let mut server = redis();
+    let dir = TempDir::new();
+    let cfg = config(
+        &dir,
+        &server,
+        &component("beehive-test-hostile"),
+        "    block: 100ms\n",
+    );
+    server.stop();
+    let host = Beehive::run(&cfg, &[]);
+    eventually(
+        "the host to log that Redis is unreachable",
+        Duration::from_secs(30),
+        || async {
+            let log = host.log_text();
+            log.contains("retrying") || log.contains("Connection refused")
+        },
+    )
+    .await;
+    server.restart().unwrap();
+    let engine = engine(&server, &[("events", &["handlers"])]).await;
+    let id = engine
+        .event_broker()
+        .publish("events", &1, &[] as &[(&str, &str)])
+        .await
+        .unwrap();
+    eventually(
+        "the event to be handled once Redis is up",
+        Duration::from_secs(60),
+        || async {
+            entries(&server, "receipts")
+                .await
+                .iter()
+                .any(|(_, f)| field(f, "of") == Some(id.as_str()))
+        },
+    )
+    .await;
+    let log = host.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}

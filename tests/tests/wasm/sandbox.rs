@@ -228,7 +228,7 @@ async fn huge_bodies_binary_meta_and_corrupt_bodies_never_crash_the_host() {
     let server = redis();
     let mut con = beehive_tests::raw(&server).await;
     let huge = vec![0x5au8; 24 << 20]; // above the 16 MiB memory cap
-    let mut add = |fields: Vec<(Vec<u8>, Vec<u8>)>| {
+    let add = |fields: Vec<(Vec<u8>, Vec<u8>)>| {
         let mut cmd = redis::cmd("XADD");
         cmd.arg("events").arg("*");
         for (k, v) in fields {
