@@ -55,8 +55,6 @@ pub fn load_components(
     Ok(components)
 }
 
-/// Loads every group's component for `beehive run`: a version deployed through Redis (see
-/// [`deploy`](crate::deploy)) wins over the file; a group configured as `deployed` needs one.
 /// Reads the deployed version of `group`, waiting for Redis with backoff (0.5 s doubling to
 /// 10 s) while it cannot be reached: a host started before Redis comes up once it does.
 async fn deployed_with_retry(
@@ -81,6 +79,10 @@ async fn deployed_with_retry(
     }
 }
 
+/// Loads every group's component for `beehive run`: a version deployed through Redis (see
+/// [`deploy`](crate::deploy)) wins over the file; a group configured as `deployed` needs one.
+///
+/// While Redis cannot be reached, it waits for it (with backoff) rather than fail.
 pub async fn load_all(
     config: &Config,
     wasm: &WasmEngine,
