@@ -347,6 +347,18 @@ pub fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// The `of` meta of every receipt in `receipts` (the source IDs the handler saw), sorted,
+/// duplicates kept: tests compare it with the published IDs to prove exactly-once.
+pub async fn receipt_ids(server: &RedisServer) -> Vec<String> {
+    let mut of: Vec<String> = entries(server, "receipts")
+        .await
+        .iter()
+        .filter_map(|(_, f)| field(f, "of").map(str::to_string))
+        .collect();
+    of.sort();
+    of
+}
+
 /// Builds the Python router example with componentize-py (once per test process) and
 /// returns the component's path.
 pub fn python_component() -> PathBuf {

@@ -4,8 +4,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use beehive_tests::{
-    Beehive, RedisServer, TempDir, beehive_bin, component, engine, entries, eventually, field,
-    pending, xlen,
+    Beehive, RedisServer, TempDir, beehive_bin, component, engine, eventually, pending,
+    receipt_ids, xlen,
 };
 
 fn config(dir: &TempDir, address: &str) -> std::path::PathBuf {
@@ -18,13 +18,9 @@ fn config(dir: &TempDir, address: &str) -> std::path::PathBuf {
     )
 }
 
+/// The distinct source IDs that got a receipt.
 async fn receipts_of(server: &RedisServer) -> Vec<String> {
-    let mut of: Vec<String> = entries(server, "receipts")
-        .await
-        .iter()
-        .map(|(_, f)| field(f, "of").unwrap().to_string())
-        .collect();
-    of.sort();
+    let mut of = receipt_ids(server).await;
     of.dedup();
     of
 }
@@ -351,12 +347,7 @@ async fn chaos_kills_restarts_and_dropped_connections_lose_and_duplicate_nothing
         },
     )
     .await;
-    let receipts = entries(&server, "receipts").await;
-    let mut of: Vec<String> = receipts
-        .iter()
-        .map(|(_, f)| field(f, "of").unwrap().to_string())
-        .collect();
-    of.sort();
+    let mut of = receipt_ids(&server).await;
     ids.sort();
     let total = of.len();
     of.dedup();
