@@ -1,16 +1,18 @@
 """The benchmark's trivial Python handler: acknowledges every event (scenario C5).
 
-Build: componentize-py -d ../../wit -w consumer componentize app -o python-noop.wasm
+Build: bash scripts/build-python bench/python-noop target/bench/python-noop.wasm
 """
 
 from typing import List
 
 from wit_world import exports
-from wit_world.imports.types import Event, Outcome, Outcome_Ack
+from wit_world.imports.types import Outcome, Outcome_Ack
+
+import beehive_batch
 
 ACK = Outcome_Ack()
 
 
 class Handler(exports.Handler):
-    def handle_events(self, events: List[Event]) -> List[Outcome]:
-        return [ACK] * len(events)
+    def handle_events(self, batch: bytes) -> List[Outcome]:
+        return [ACK] * beehive_batch.count(batch)

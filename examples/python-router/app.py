@@ -5,7 +5,7 @@ Reads the `version` tag, decodes the v1 (`{"color", "price"}`) or v2
 `colors-normalized` with meta `source-id`, `source-version` and `router=python`.
 Unknown versions and bodies that do not decode are dead-lettered with the reason.
 
-Build: componentize-py -d ../../wit -w consumer componentize app -o python-router.wasm
+Build: ./build.sh (componentize-py with ../../guest-sdk/python on its path, for beehive_batch)
 """
 
 from typing import List
@@ -13,22 +13,16 @@ from typing import List
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import logging, publisher
-from wit_world.imports.types import Event, Outcome, Outcome_Ack, Outcome_DeadLetter
+from wit_world.imports.types import Outcome, Outcome_Ack, Outcome_DeadLetter
 
 import msgpack_lite
+from beehive_batch import Event, decode
 
 TARGET = "colors-normalized"
 
 
-def tag(event: Event, key: str) -> str:
-    for k, v in event.meta:
-        if k == key:
-            return v
-    return ""
-
-
 def normalize(event: Event) -> dict:
-    version = tag(event, "version")
+    version = event.tag("version")
     if event.body is None:
         raise ValueError("the event has no body")
     try:
@@ -49,7 +43,8 @@ def normalize(event: Event) -> dict:
 
 
 class Handler(exports.Handler):
-    def handle_events(self, events: List[Event]) -> List[Outcome]:
+    def handle_events(self, batch: bytes) -> List[Outcome]:
+        events = decode(batch)
         outcomes: List[Outcome] = []
         for event in events:
             try:
@@ -57,7 +52,7 @@ class Handler(exports.Handler):
             except ValueError as reason:
                 outcomes.append(Outcome_DeadLetter(str(reason)))
                 continue
-            meta = [("source-id", event.id), ("source-version", tag(event, "version")), ("router", "python")]
+            meta = [("source-id", event.id), ("source-version", event.tag("version")), ("router", "python")]
             try:
                 publisher.publish(TARGET, msgpack_lite.packb(normalized), meta)
             except Err as refused:

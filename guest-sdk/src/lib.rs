@@ -28,7 +28,6 @@
 #![warn(missing_docs)]
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -40,10 +39,11 @@ pub mod bindings {
     });
 }
 
+mod event;
+
 use bindings::beehive::broker::{logging, publisher, types};
 
-/// An event delivered to the handler.
-pub type Event = types::Event;
+pub use event::{Batch, DecodeError, Event, EventExt};
 
 /// The host's outcome type.
 pub use types::Outcome;
@@ -54,54 +54,6 @@ impl Outcome {
         vec![Outcome::Ack; events.len()]
     }
 }
-
-/// Conveniences on [`Event`].
-pub trait EventExt {
-    /// The entry ID.
-    fn id(&self) -> &str;
-    /// The stream it came from.
-    fn stream(&self) -> &str;
-    /// The value of metadata `key`, `""` when missing.
-    fn tag(&self, key: &str) -> &str;
-    /// Decodes the MessagePack body.
-    fn unserialize<T: DeserializeOwned>(&self) -> Result<T, DecodeError>;
-}
-
-impl EventExt for Event {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn stream(&self) -> &str {
-        &self.stream
-    }
-    fn tag(&self, key: &str) -> &str {
-        self.meta
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    }
-    fn unserialize<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
-        let body = self
-            .body
-            .as_deref()
-            .ok_or_else(|| DecodeError(format!("event {} has no body", self.id)))?;
-        rmp_serde::from_slice(body)
-            .map_err(|e| DecodeError(format!("event {} of {}: {e}", self.id, self.stream)))
-    }
-}
-
-/// A body that does not decode into the requested type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(pub String);
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 /// A handler: decides per event. Return `Ok(Outcome::all_ack(events))` when all is well;
 /// `Err` fails (and retries) the whole batch.
@@ -122,12 +74,12 @@ pub fn publish<T: Serialize + ?Sized, K: AsRef<str>, V: AsRef<str>>(
 }
 
 /// Publishes an already encoded MessagePack body (`None` for metadata only).
-pub fn publish_raw(
+pub fn publish_raw<K: AsRef<str>, V: AsRef<str>>(
     stream: &str,
     body: Option<&[u8]>,
-    meta: &[(String, String)],
+    meta: &[(K, V)],
 ) -> Result<(), String> {
-    publisher::publish(stream, body, meta)
+    publisher::publish(stream, body, &owned(meta))
 }
 
 /// Publishes a metadata-only event.
@@ -165,8 +117,9 @@ pub fn error(message: &str) {
 }
 
 #[doc(hidden)]
-pub fn __handle<H: Handler>(events: Vec<Event>) -> Result<Vec<Outcome>, String> {
-    H::handle(&events)
+pub fn __handle<H: Handler>(batch: Vec<u8>) -> Result<Vec<Outcome>, String> {
+    let batch = Batch::decode(&batch)?;
+    H::handle(&batch.events())
 }
 
 /// Exports a [`Handler`] as the component's `handle-events`.
@@ -176,7 +129,7 @@ macro_rules! export_handler {
         struct __BeehiveHandler;
         impl $crate::bindings::exports::beehive::broker::handler::Guest for __BeehiveHandler {
             fn handle_events(
-                events: ::std::vec::Vec<$crate::Event>,
+                events: ::std::vec::Vec<u8>,
             ) -> ::std::result::Result<::std::vec::Vec<$crate::Outcome>, ::std::string::String> {
                 $crate::__handle::<$handler>(events)
             }

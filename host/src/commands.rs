@@ -52,14 +52,21 @@ pub(crate) fn is_no_group(e: &redis::RedisError) -> bool {
 /// while pending.
 pub(crate) struct RawEntry {
     pub(crate) id: EntryId,
-    pub(crate) fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// The fields as sent, flat (`f1, v1, f2, v2, ...`), each checked to be a string;
+    /// `None` for an entry deleted while pending.
+    pub(crate) fields: Option<Vec<Value>>,
 }
 
 impl RawEntry {
     /// Turns the entry into an event; a deleted entry becomes an event with no body and no
     /// metadata (the consumer dead-letters those).
     pub(crate) fn into_event(self, stream: &Arc<str>) -> Event {
-        Event::from_fields(stream.clone(), self.id, self.fields.unwrap_or_default())
+        let flat = self.fields.unwrap_or_default();
+        let pairs = flat.len() / 2;
+        // Every field was checked by `parse_entries`: `bytes` cannot fail here.
+        let mut values = flat.into_iter().map(|v| bytes(v).unwrap_or_default());
+        let fields = std::iter::from_fn(move || Some((values.next()?, values.next()?)));
+        Event::from_fields(stream.clone(), self.id, fields, pairs)
     }
 }
 
@@ -133,19 +140,21 @@ pub(crate) fn parse_entries(value: Value) -> RedisResult<Vec<RawEntry>> {
         let id = parse_id(parts.pop().unwrap_or(Value::Nil))?;
         let fields = match fields {
             Value::Nil => None,
-            Value::Array(flat) => {
-                let mut pairs = Vec::with_capacity(flat.len() / 2);
-                let mut iter = flat.into_iter();
-                while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
-                    pairs.push((bytes(k)?, bytes(v)?));
+            Value::Array(mut flat) => {
+                if let Some(bad) = flat.iter().find(|v| !is_string(v)) {
+                    return Err(invalid("string", bad));
                 }
-                Some(pairs)
+                // An odd trailing field has no value: it is not part of the entry.
+                flat.truncate(flat.len() / 2 * 2);
+                Some(flat)
             }
-            Value::Map(map) => Some(
-                map.into_iter()
-                    .map(|(k, v)| Ok((bytes(k)?, bytes(v)?)))
-                    .collect::<RedisResult<_>>()?,
-            ),
+            Value::Map(map) => {
+                let flat: Vec<Value> = map.into_iter().flat_map(|(k, v)| [k, v]).collect();
+                if let Some(bad) = flat.iter().find(|v| !is_string(v)) {
+                    return Err(invalid("string", bad));
+                }
+                Some(flat)
+            }
             other => return Err(invalid("entry fields", &other)),
         };
         entries.push(RawEntry { id, fields });
@@ -511,6 +520,18 @@ pub(crate) fn parse_id(value: Value) -> RedisResult<EntryId> {
     text.parse().map_err(|e: String| {
         redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "bad entry ID", e))
     })
+}
+
+/// Whether [`bytes`] accepts `value`.
+fn is_string(value: &Value) -> bool {
+    matches!(
+        value,
+        Value::BulkString(_)
+            | Value::SimpleString(_)
+            | Value::VerbatimString { .. }
+            | Value::Int(_)
+            | Value::Okay
+    )
 }
 
 pub(crate) fn bytes(value: Value) -> RedisResult<Vec<u8>> {

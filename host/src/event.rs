@@ -45,6 +45,13 @@ impl Event {
         }
     }
 
+    /// The same event on its `deliveries`-th delivery (for testing handlers of
+    /// redelivered events).
+    pub fn with_deliveries(mut self, deliveries: u32) -> Self {
+        self.deliveries = deliveries;
+        self
+    }
+
     /// The stream entry ID, e.g. `1700000000000-0`.
     pub fn id(&self) -> String {
         self.id.to_string()
@@ -117,10 +124,11 @@ impl Event {
     pub(crate) fn from_fields(
         stream: Arc<str>,
         id: EntryId,
-        fields: Vec<(Vec<u8>, Vec<u8>)>,
+        fields: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
+        pairs: usize,
     ) -> Self {
         let mut body = None;
-        let mut meta = Vec::with_capacity(fields.len());
+        let mut meta = Vec::with_capacity(pairs);
         for (key, value) in fields {
             if key == BODY_FIELD.as_bytes() && body.is_none() {
                 body = Some(value);
@@ -242,6 +250,38 @@ impl EntryId {
                 seq: 0,
             },
         }
+    }
+}
+
+impl EntryId {
+    /// Appends `ms-seq` to `out` as Redis writes it, without going through `fmt` (the hot
+    /// path of commits and packed batches).
+    pub(crate) fn write_to(self, out: &mut Vec<u8>) {
+        let mut digits = [0u8; 41];
+        let mut at = digits.len();
+        for (i, mut n) in [self.seq, self.ms].into_iter().enumerate() {
+            if i == 1 {
+                at -= 1;
+                digits[at] = b'-';
+            }
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
+    }
+
+    /// The length of [`write_to`](Self::write_to)'s output.
+    pub(crate) fn written_len(self) -> usize {
+        fn digits(n: u64) -> usize {
+            n.checked_ilog10().map_or(1, |d| d as usize + 1)
+        }
+        digits(self.ms) + 1 + digits(self.seq)
     }
 }
 

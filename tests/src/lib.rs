@@ -371,6 +371,7 @@ pub fn python_component() -> PathBuf {
             let sources = [
                 "examples/python-router/app.py",
                 "examples/python-router/msgpack_lite.py",
+                "guest-sdk/python/beehive_batch.py",
                 "wit/beehive.wit",
             ];
             let built_at = std::fs::metadata(&out).and_then(|m| m.modified()).ok();

@@ -12,7 +12,7 @@ impl Handler for Bench {
     fn handle(events: &[Event]) -> Result<Vec<Outcome>, String> {
         for event in events {
             if event.tag("p") == "1" {
-                beehive_guest::publish_meta("bench-receipts", &[("of", event.id.as_str())])?;
+                beehive_guest::publish_meta("bench-receipts", &[("of", event.id)])?;
             }
         }
         Ok(Outcome::all_ack(events))

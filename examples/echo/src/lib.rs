@@ -28,14 +28,14 @@ impl Handler for Echo {
                 _ => match event.tag("echo-to") {
                     "" => Outcome::Ack,
                     target => {
-                        let mut meta: Vec<(String, String)> = event
+                        let mut meta: Vec<(&str, &str)> = event
                             .meta
                             .iter()
-                            .filter(|(k, _)| k != "echo-to")
-                            .cloned()
+                            .filter(|(k, _)| *k != "echo-to")
+                            .copied()
                             .collect();
-                        meta.push(("echo-of".into(), event.id.clone()));
-                        match beehive_guest::publish_raw(target, event.body.as_deref(), &meta) {
+                        meta.push(("echo-of", event.id));
+                        match beehive_guest::publish_raw(target, event.body, &meta) {
                             Ok(()) => Outcome::Ack,
                             Err(refused) => {
                                 Outcome::DeadLetter(format!("publish refused: {refused}"))

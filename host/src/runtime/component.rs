@@ -8,6 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{HasSelf, Linker};
 
+use super::batch::WIT_VERSION;
 use super::bindings::{Consumer, ConsumerPre};
 use super::host::HostState;
 
@@ -159,12 +160,19 @@ impl WasmEngine {
                 component
             }
         };
+        if let Some(version) = other_wit_version(&self.engine, &component) {
+            return Err(refuse(format!(
+                "it was built for beehive:broker@{version}; this host runs beehive:broker@{WIT_VERSION} \
+                 (events arrive as one packed batch): rebuild it against this release's wit/ \
+                 (Rust: beehive-guest {WIT_VERSION})"
+            )));
+        }
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             refuse(format!(
                 "imports something the host does not provide: {e:#}"
             ))
         })?;
-        let pre = ConsumerPre::new(pre).map_err(|e| refuse(format!("does not implement the world beehive:broker/consumer (it must export beehive:broker/handler@0.1.0 with handle-events): {e:#}")))?;
+        let pre = ConsumerPre::new(pre).map_err(|e| refuse(format!("does not implement the world beehive:broker/consumer (it must export beehive:broker/handler@{WIT_VERSION} with handle-events): {e:#}")))?;
         Ok(Component {
             inner: Arc::new(ComponentInner {
                 digest,
@@ -217,6 +225,24 @@ impl std::fmt::Debug for Component {
             self.short_digest()
         )
     }
+}
+
+/// The version of `beehive:broker` a component imports or exports, when it is not the one
+/// this host implements.
+fn other_wit_version(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Option<String> {
+    let ty = component.component_type();
+    let names: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .chain(ty.exports(engine).map(|(name, _)| name.to_string()))
+        .collect();
+    names.iter().find_map(|name| {
+        let (_, version) = name.strip_prefix("beehive:broker/")?.split_once('@')?;
+        (version != WIT_VERSION).then(|| version.to_string())
+    })
 }
 
 /// The default cache folder for compiled components.

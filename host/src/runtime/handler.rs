@@ -6,12 +6,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
+use super::batch::encode_batch;
 use super::bindings::Consumer;
 use super::bindings::beehive::broker::types;
 use super::component::Component;
 use super::host::HostState;
 use crate::consumer::{BatchError, BatchHandler, Decision, FailureKind, Outcome};
 use crate::event::Event;
+
+/// The largest packed-batch buffer kept between batches.
+const MAX_KEPT_BUFFER: usize = 4 << 20;
 
 /// What a group's guest may do: its sandbox limits and publish allow-list.
 #[derive(Debug, Clone)]
@@ -53,6 +57,8 @@ pub struct WasmHandler {
     instance: Option<(Store<HostState>, Consumer)>,
     /// New versions of the component (hot reload), taken between batches.
     updates: Option<watch::Receiver<Component>>,
+    /// The packed batch, its capacity reused from batch to batch.
+    buffer: Vec<u8>,
 }
 
 impl WasmHandler {
@@ -64,6 +70,7 @@ impl WasmHandler {
             label: Arc::from(label),
             instance: None,
             updates: None,
+            buffer: Vec::new(),
         }
     }
 
@@ -146,32 +153,15 @@ impl WasmHandler {
         store.data_mut().publish_overflow = false;
         store.data_mut().deadline = Instant::now() + self.settings.timeout;
         store.set_epoch_deadline(1);
-        let ids: Vec<String> = events.iter().map(Event::id).collect();
-        let metas: Vec<Vec<(&str, &str)>> = events
-            .iter()
-            .map(|e| {
-                e.meta
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect()
-            })
-            .collect();
-        let batch: Vec<types::Event<'_>> = events
-            .iter()
-            .zip(&ids)
-            .zip(&metas)
-            .map(|((event, id), meta)| types::Event {
-                id,
-                stream: event.stream(),
-                body: event.body.as_deref(),
-                meta,
-                deliveries: event.deliveries,
-            })
-            .collect();
+        encode_batch(events, &mut self.buffer);
         let result = consumer
             .beehive_broker_handler()
-            .call_handle_events(&mut *store, &batch)
+            .call_handle_events(&mut *store, &self.buffer)
             .await;
+        if self.buffer.capacity() > MAX_KEPT_BUFFER {
+            // A batch of huge bodies: do not keep its memory for every batch after it.
+            self.buffer = Vec::new();
+        }
         match result {
             Ok(Ok(outcomes)) => {
                 if outcomes.len() != events.len() {

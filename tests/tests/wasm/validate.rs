@@ -57,6 +57,11 @@ fn unusable_components_and_configs_are_refused_with_exit_2() {
             "does not implement the world beehive:broker/consumer",
         ),
         (
+            component("beehive-test-old-world"),
+            "",
+            "it was built for beehive:broker@0.1.0; this host runs beehive:broker@0.2.0",
+        ),
+        (
             component("beehive-example-echo"),
             "    publish: [receipts, nowhere]\n",
             "consumers.handlers.publish[1]: expected a registered stream, and nowhere is not one",
