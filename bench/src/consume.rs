@@ -252,7 +252,7 @@ pub async fn run(
     run: usize,
     n: usize,
 ) -> anyhow::Result<()> {
-    for batch in [10, 100, 1000] {
+    for batch in bench.batches.clone() {
         measure(
             bench,
             report,
@@ -374,12 +374,17 @@ async fn measure(
     receipt_every: usize,
     consume: impl Future<Output = anyhow::Result<usize>>,
 ) -> anyhow::Result<()> {
+    if !bench.selected(scenario) {
+        return Ok(());
+    }
     bench.fill(n, receipt_every).await?;
+    let cpu = bench.redis_cpu().await?;
     let started = Instant::now();
     let handled = consume
         .await
         .with_context(|| format!("{scenario} at batch {batch}"))?;
     let elapsed = started.elapsed();
+    let cpu = bench.redis_cpu().await? - cpu;
     anyhow::ensure!(handled == n, "{scenario}: handled {handled} of {n} events");
     bench.check_drained(scenario, n).await?;
     if receipt_every > 0 {
@@ -399,6 +404,7 @@ async fn measure(
         batch: Some(batch),
         rate: rate(n, elapsed),
         run,
+        redis_us: Some(cpu * 1e6 / n as f64),
     });
     Ok(())
 }

@@ -42,6 +42,21 @@ struct Common {
     /// The Python bench component; C5 is skipped when it does not exist.
     #[arg(long, default_value = "target/bench/python-noop.wasm")]
     python: PathBuf,
+    /// Only these scenarios, e.g. `--only C0,C3` (for profiling one path).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Batch sizes of the consume scenarios.
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 100, 1000])]
+    batches: Vec<usize>,
+}
+
+impl Common {
+    async fn bench(&self) -> anyhow::Result<Bench> {
+        let mut bench = Bench::start(self.components.clone()).await?;
+        bench.only = self.only.clone();
+        bench.batches = self.batches.clone();
+        Ok(bench)
+    }
 }
 
 #[derive(Subcommand)]
@@ -149,10 +164,17 @@ async fn consuming(bench: &Bench, common: &Common) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Args::parse().scenario {
+    let args = Args::parse();
+    // On a runtime worker, as `beehive run` runs its consumers (not on the thread that
+    // blocks on `main`): baselines and Beehive alike.
+    tokio::spawn(run(args)).await?
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    match args.scenario {
         Scenario::All(common) => {
             header(&common);
-            let bench = Bench::start(common.components.clone()).await?;
+            let bench = common.bench().await?;
             publishing(&bench, &common).await?;
             consuming(&bench, &common).await?;
             let guest = bench.component(std::path::Path::new(BENCH_GUEST))?;
@@ -164,11 +186,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::Publish(common) => {
             header(&common);
-            publishing(&Bench::start(common.components.clone()).await?, &common).await
+            publishing(&common.bench().await?, &common).await
         }
         Scenario::Consume(common) => {
             header(&common);
-            consuming(&Bench::start(common.components.clone()).await?, &common).await
+            consuming(&common.bench().await?, &common).await
         }
         Scenario::Wasm(common) => {
             let bench = Bench::start(common.components.clone()).await?;

@@ -109,47 +109,65 @@ async fn p3(bench: &Bench, n: usize, tasks: usize) -> anyhow::Result<f64> {
     Ok(rate(n, started.elapsed()))
 }
 
+/// Runs one scenario of `n` events: its rate and Redis CPU µs per event.
+async fn timed(
+    bench: &Bench,
+    n: usize,
+    scenario: impl Future<Output = anyhow::Result<f64>>,
+) -> anyhow::Result<(f64, f64)> {
+    reset(bench).await?;
+    let cpu = bench.redis_cpu().await?;
+    let rate = scenario.await?;
+    let cpu = bench.redis_cpu().await? - cpu;
+    Ok((rate, cpu * 1e6 / n as f64))
+}
+
 /// One interleaved run of every publishing scenario.
 pub async fn run(bench: &Bench, report: &mut Report, run: usize, n: usize) -> anyhow::Result<()> {
-    let mut add = |scenario, label, batch, rate| {
+    let mut add = |scenario, label, batch, (rate, redis_us)| {
         report.add(Sample {
             scenario,
             label,
             batch,
             rate,
             run,
+            redis_us: Some(redis_us),
         })
     };
-    reset(bench).await?;
-    add(
-        "P0",
-        "redis-benchmark -c 1 -P 64 XADD (baseline)",
-        Some(64),
-        p0(bench, n).await?,
-    );
-    reset(bench).await?;
-    add(
-        "P1",
-        "publish, one by one, awaited",
-        Some(1),
-        p1(bench, n / 20).await?,
-    );
-    for per_flush in [100, 1000] {
-        reset(bench).await?;
+    if bench.selected("P0") {
         add(
-            "P2",
-            "Flusher, flush every <batch> events",
-            Some(per_flush),
-            p2(bench, n, per_flush).await?,
+            "P0",
+            "redis-benchmark -c 1 -P 64 XADD (baseline)",
+            Some(64),
+            timed(bench, n, p0(bench, n)).await?,
         );
     }
-    reset(bench).await?;
-    add(
-        "P3",
-        "64 concurrent publishers, one engine",
-        Some(64),
-        p3(bench, n, 64).await?,
-    );
+    if bench.selected("P1") {
+        add(
+            "P1",
+            "publish, one by one, awaited",
+            Some(1),
+            timed(bench, n / 20, p1(bench, n / 20)).await?,
+        );
+    }
+    for per_flush in [100, 1000] {
+        if bench.selected("P2") {
+            add(
+                "P2",
+                "Flusher, flush every <batch> events",
+                Some(per_flush),
+                timed(bench, n, p2(bench, n, per_flush)).await?,
+            );
+        }
+    }
+    if bench.selected("P3") {
+        add(
+            "P3",
+            "64 concurrent publishers, one engine",
+            Some(64),
+            timed(bench, n, p3(bench, n, 64)).await?,
+        );
+    }
     reset(bench).await?;
     Ok(())
 }

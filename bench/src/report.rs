@@ -15,6 +15,8 @@ pub struct Sample {
     pub rate: f64,
     /// Which interleaved run it belongs to.
     pub run: usize,
+    /// Redis CPU time per event, in µs, when measured.
+    pub redis_us: Option<f64>,
 }
 
 /// Samples of every run; ratios compare samples of the same run.
@@ -41,6 +43,8 @@ pub struct Row {
     pub ratio: Option<f64>,
     /// Number of runs.
     pub runs: usize,
+    /// Median Redis CPU time per event, in µs, when measured.
+    pub redis_us: Option<f64>,
 }
 
 impl Report {
@@ -76,6 +80,7 @@ impl Report {
             .map(|key| {
                 let samples = &by_key[&key];
                 let rates: Vec<f64> = samples.iter().map(|s| s.rate).collect();
+                let cpu: Vec<f64> = samples.iter().filter_map(|s| s.redis_us).collect();
                 let ratio = baseline(key.0, key.1).and_then(|base| {
                     let base = by_key.get(&base)?;
                     let ratios: Vec<f64> = samples
@@ -96,6 +101,7 @@ impl Report {
                     max: rates.iter().copied().fold(0.0, f64::max),
                     ratio,
                     runs: rates.len(),
+                    redis_us: (!cpu.is_empty()).then(|| median(&cpu)),
                 }
             })
             .collect()
@@ -118,13 +124,23 @@ pub fn print_table(title: &str, baseline_note: &str, rows: &[Row]) {
     println!();
     println!("{title}");
     println!();
+    let cpu = rows.iter().any(|r| r.redis_us.is_some());
     println!(
-        "| scenario | | batch | events/s median | min | max | ratio to baseline ({baseline_note}) |"
+        "| scenario | | batch | events/s median | min | max | ratio to baseline ({baseline_note}) |{}",
+        if cpu { " Redis CPU µs/event |" } else { "" }
     );
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!(
+        "|---|---|---:|---:|---:|---:|---:|{}",
+        if cpu { "---:|" } else { "" }
+    );
     for row in rows {
+        let cpu = match (cpu, row.redis_us) {
+            (false, _) => String::new(),
+            (true, Some(us)) => format!(" {us:.2} |"),
+            (true, None) => " – |".into(),
+        };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |{cpu}",
             row.scenario,
             row.label,
             row.batch

@@ -41,6 +41,10 @@ pub struct Bench {
     pub wasm: WasmEngine,
     /// Folder of the built Rust components.
     pub components: PathBuf,
+    /// Scenarios to run (`--only`); empty runs all.
+    pub only: Vec<String>,
+    /// Batch sizes of the consume scenarios (`--batches`).
+    pub batches: Vec<usize>,
 }
 
 impl Bench {
@@ -60,7 +64,14 @@ impl Bench {
             client,
             wasm: WasmEngine::new()?,
             components,
+            only: Vec::new(),
+            batches: vec![10, 100, 1000],
         })
+    }
+
+    /// Whether `scenario` (e.g. `C3`) is to run.
+    pub fn selected(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s.eq_ignore_ascii_case(scenario))
     }
 
     /// A connection for baselines and set-up (redis-rs defaults).
@@ -117,6 +128,21 @@ impl Bench {
             sent = (sent + 1000).min(n);
         }
         Ok(())
+    }
+
+    /// CPU seconds the redis-server has used so far (user + system, from `INFO cpu`).
+    pub async fn redis_cpu(&self) -> anyhow::Result<f64> {
+        let mut con = self.connection().await?;
+        let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut con).await?;
+        Ok(info
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = line.trim().split_once(':')?;
+                matches!(key, "used_cpu_user" | "used_cpu_sys")
+                    .then(|| value.parse::<f64>().ok())
+                    .flatten()
+            })
+            .sum())
     }
 
     /// Checks a consume scenario left nothing pending (every entry it read was acknowledged).

@@ -7,9 +7,6 @@
 //! after it, everything.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
-
-use redis::Script;
 
 use crate::event::{EntryId, Event, NewEvent};
 
@@ -19,9 +16,8 @@ pub(crate) const LOCK_LOST: &str = "BEEHIVE_LOCK_LOST";
 /// How many IDs go into one XACK call inside the script (Lua's `unpack` has limits).
 const ACK_CHUNK: usize = 1000;
 
-static COMMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+/// The commit script: checks the lock token, then runs the ops (`A` = XADD, `K` = XACK).
+const COMMIT_SOURCE: &str = r#"
 if KEYS[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('BEEHIVE_LOCK_LOST the consumer lock is not held any more')
 end
@@ -37,16 +33,19 @@ while i <= #ARGV do
   i = i + 3 + n
 end
 return ids
-"#,
-    )
-});
+"#;
 
 /// The writes one batch commits: build it, then [`run`](CommitBatch::run) it.
+///
+/// Arguments are written into one buffer as they are added (no allocation per ID or
+/// field), then copied once into the command.
 #[derive(Default)]
 pub(crate) struct CommitBatch {
     keys: Vec<String>,
     key_index: HashMap<String, usize>,
-    args: Vec<Vec<u8>>,
+    /// Every argument after the token, concatenated; `ends[i]` is where argument `i` ends.
+    data: Vec<u8>,
+    ends: Vec<usize>,
     ops: usize,
 }
 
@@ -85,31 +84,38 @@ impl CommitBatch {
         i
     }
 
-    fn op(&mut self, op: &str, key: &str, args: Vec<Vec<u8>>) {
+    fn arg(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+        self.ends.push(self.data.len());
+    }
+
+    /// Starts an op on `key` whose `n` arguments follow.
+    fn op(&mut self, op: &str, key: &str, n: usize) {
         let k = self.key(key);
-        self.args.push(op.as_bytes().to_vec());
-        self.args.push(k.to_string().into_bytes());
-        self.args.push(args.len().to_string().into_bytes());
-        self.args.extend(args);
+        self.arg(op.as_bytes());
+        self.arg(k.to_string().as_bytes());
+        self.arg(n.to_string().as_bytes());
         self.ops += 1;
     }
 
     /// Adds an `XADD` of `event`.
     pub(crate) fn publish(&mut self, event: &NewEvent) {
-        let args = event
-            .fields()
-            .flat_map(|(k, v)| [k.to_vec(), v.to_vec()])
-            .collect();
-        self.op("A", &event.stream, args);
+        self.op("A", &event.stream, 2 * event.fields().count());
+        for (k, v) in event.fields() {
+            self.arg(k);
+            self.arg(v);
+        }
     }
 
     /// Adds `XACK <stream> <group> <ids...>`.
     pub(crate) fn ack(&mut self, stream: &str, group: &str, ids: &[EntryId]) {
         for chunk in ids.chunks(ACK_CHUNK) {
-            let mut args = Vec::with_capacity(chunk.len() + 1);
-            args.push(group.as_bytes().to_vec());
-            args.extend(chunk.iter().map(|id| id.to_string().into_bytes()));
-            self.op("K", stream, args);
+            self.op("K", stream, chunk.len() + 1);
+            self.arg(group.as_bytes());
+            for id in chunk {
+                id.write_to(&mut self.data);
+                self.ends.push(self.data.len());
+            }
         }
     }
 
@@ -123,16 +129,21 @@ impl CommitBatch {
         reason: &str,
     ) {
         use dead_letter_fields::*;
-        let mut args: Vec<Vec<u8>> = Vec::with_capacity(2 * (event.meta.len() + 6));
+        let kept = || {
+            event
+                .meta
+                .iter()
+                .filter(|(k, _)| !dead_letter_fields::ADDED.contains(&k.as_str()))
+        };
+        let n = 2 * (usize::from(event.body.is_some()) + kept().count() + 5);
+        self.op("A", dead_letter_stream, n);
         if let Some(body) = &event.body {
-            args.push(b"s".to_vec());
-            args.push(body.clone());
+            self.arg(b"s");
+            self.arg(body);
         }
-        for (k, v) in &event.meta {
-            if !dead_letter_fields::ADDED.contains(&k.as_str()) {
-                args.push(k.as_bytes().to_vec());
-                args.push(v.as_bytes().to_vec());
-            }
+        for (k, v) in kept() {
+            self.arg(k.as_bytes());
+            self.arg(v.as_bytes());
         }
         for (k, v) in [
             (ORIGIN_STREAM, event.stream().to_string()),
@@ -141,33 +152,47 @@ impl CommitBatch {
             (REASON, reason.to_string()),
             (DELIVERIES, event.deliveries.to_string()),
         ] {
-            args.push(k.as_bytes().to_vec());
-            args.push(v.into_bytes());
+            self.arg(k.as_bytes());
+            self.arg(v.as_bytes());
         }
-        self.op("A", dead_letter_stream, args);
+
         self.ack(event.stream(), group, &[event.id]);
     }
 
-    /// Runs the batch atomically. With a `lock`, nothing is written unless `lock.0` still
-    /// holds token `lock.1`; then the error has code [`LOCK_LOST`]. Returns the IDs of the
-    /// XADDs in order (publishes and dead-letters).
-    pub(crate) async fn run<C: redis::aio::ConnectionLike>(
-        &self,
-        con: &mut C,
-        lock: Option<(&str, &str)>,
-    ) -> redis::RedisResult<Vec<String>> {
+    /// Runs the batch atomically. With a `lock` (key, token), nothing is written unless the
+    /// key still holds the token; then the error has code [`LOCK_LOST`]. Returns the IDs of
+    /// the XADDs in order (publishes and dead-letters).
+    ///
+    /// The returned future owns everything it needs, so a consumer can leave the commit in
+    /// flight while it handles its next batch; the command is sent on its first poll.
+    pub(crate) async fn run<C>(
+        self,
+        mut con: C,
+        lock: Option<(String, String)>,
+    ) -> redis::RedisResult<Vec<String>>
+    where
+        C: redis::aio::ConnectionLike + Send + 'static,
+    {
         if self.is_empty() {
             return Ok(Vec::new());
         }
-        let (lock_key, token) = lock.unwrap_or(("", ""));
-        let mut invocation = COMMIT.key(lock_key);
+        let (lock_key, token) = lock.unwrap_or_default();
+        // EVAL, not EVALSHA: Redis caches the compiled script by its hash either way,
+        // and a commit never fails with NOSCRIPT (after a restart or SCRIPT FLUSH),
+        // whose retry could apply it after a commit sent later.
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(COMMIT_SOURCE)
+            .arg(self.keys.len() + 1)
+            .arg(&lock_key);
         for key in &self.keys {
-            invocation.key(key);
+            cmd.arg(key);
         }
-        invocation.arg(token);
-        for arg in &self.args {
-            invocation.arg(arg.as_slice());
+        cmd.arg(&token);
+        let mut start = 0;
+        for &end in &self.ends {
+            cmd.arg(&self.data[start..end]);
+            start = end;
         }
-        invocation.invoke_async(con).await
+        cmd.query_async(&mut con).await
     }
 }

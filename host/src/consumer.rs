@@ -280,6 +280,8 @@ impl Consumer {
             lock: &lock,
             count,
             cancel,
+            inflight: VecDeque::new(),
+            reading: VecDeque::new(),
         };
         if let Some(metrics) = &self.options.metrics {
             metrics.lock_held(&self.group.name, 1);
@@ -365,6 +367,27 @@ struct Run<'a> {
     lock: &'a Lock,
     count: usize,
     cancel: CancellationToken,
+    /// Commits sent and not yet answered, oldest first: Redis runs them while the next
+    /// batches are handled.
+    inflight: VecDeque<InFlight>,
+    /// Reads of new entries sent ahead, oldest first, with when each was sent; a task
+    /// turns each reply into events.
+    reading: VecDeque<(
+        Instant,
+        tokio::task::JoinHandle<redis::RedisResult<Vec<Event>>>,
+    )>,
+}
+
+/// The events of a read of new entries (`>`), first delivery, from the streams we read.
+fn new_events(reply: redis::Value, streams: &[Arc<str>]) -> redis::RedisResult<Vec<Event>> {
+    let mut events = Vec::new();
+    for (name, entries) in commands::parse_read_reply(reply)? {
+        let Some(stream) = streams.iter().find(|s| ***s == name) else {
+            continue;
+        };
+        events.extend(entries.into_iter().map(|entry| entry.into_event(stream)));
+    }
+    Ok(events)
 }
 
 /// A connection for blocking reads, with its server-side client ID (to unblock it).
@@ -394,14 +417,23 @@ impl Run<'_> {
     async fn run<H: BatchHandler>(&mut self, mut handler: H) -> Result<bool> {
         loop {
             if self.lock.lost().is_cancelled() {
+                self.settle().await?;
                 return Err(Error::LockLost(self.lock.key().to_string()));
             }
-            // Cancelled: entries already delivered to us are handled first, so a graceful
-            // stop leaves nothing pending under this consumer's name.
+            // Entries already delivered to us are handled before anything else, even when
+            // cancelled, so a graceful stop leaves nothing pending under this consumer's name;
+            // the pages read ahead fill a whole batch before it is handled.
+            if self.queue.len() < self.count && !self.reading.is_empty() {
+                self.absorb_read_ahead().await;
+                continue;
+            }
             if self.cancel.is_cancelled() && self.queue.is_empty() {
+                self.settle().await?;
                 return Ok(true);
             }
             if self.queue.is_empty() {
+                // A read of our pending entries must not see the batch being committed.
+                self.settle().await?;
                 match self.fetch().await {
                     Ok(Fetched::Progress) => self.backoff.reset(),
                     Ok(Fetched::Interrupted) => continue,
@@ -430,30 +462,23 @@ impl Run<'_> {
             }
             if self.queue_is_stale() {
                 tracing::debug!(group = %self.group(), consumer = %self.name, entries = self.queue.len(), "queued entries waited too long to finish before min-idle; re-reading them");
+                self.settle().await?;
                 self.queue.clear();
+                // Entries of reads still in flight are re-read by the pending pass too.
+                self.reading.clear();
                 self.pending_due = Instant::now();
                 continue;
             }
             let take = self.queue.len().min(self.count);
             let batch: Vec<Event> = self.queue.drain(..take).collect();
-            match self.prefetch() {
-                // The next page of new entries is read while this batch is handled and
-                // committed, so Redis and the handler work at the same time.
-                Some(read) => {
-                    let read_at = Instant::now();
-                    let (handled, reply) = tokio::join!(self.handle(&mut handler, batch), read);
-                    handled?;
-                    match reply.and_then(|reply| self.absorb_new(reply, read_at)) {
-                        Ok(_) => {}
-                        Err(e) => {
-                            // Whatever the read delivered sits in our pending list: the
-                            // next pending pass picks it up.
-                            self.on_redis_error(&e);
-                            self.pending_due = Instant::now();
-                        }
-                    }
-                }
-                None => self.handle(&mut handler, batch).await?,
+            // Redis runs the previous batch's commit and reads the next pages while this
+            // batch is handled: the reads go out before the handler starts.
+            self.read_ahead().await;
+            self.record_answered()?;
+            let decided = self.decide(&mut handler, batch).await?;
+            self.start_commit(decided).await;
+            while self.inflight.len() > MAX_COMMITS_IN_FLIGHT {
+                self.settle_oldest().await?;
             }
         }
     }
@@ -468,29 +493,80 @@ impl Run<'_> {
         })
     }
 
-    /// A non-blocking read of new entries to run alongside the batch being handled, when
-    /// the next fetch would read new entries anyway (no pending pass running or due, and
-    /// nothing else queued).
-    fn prefetch(&self) -> Option<impl Future<Output = redis::RedisResult<redis::Value>> + use<>> {
+    /// Sends non-blocking reads of new entries ahead of need, so Redis reads the next
+    /// pages while batches are handled and committed: up to two reads in flight, as long as
+    /// the queue and the reads in flight hold less than two batches. Only when the next
+    /// fetch would read new entries anyway (no pending pass running or due), and only one
+    /// read ahead when queued entries could otherwise wait close to min-idle.
+    async fn read_ahead(&mut self) {
         let now = Instant::now();
         let pending_pass_due = self.pending.is_some()
             || now >= self.pending_due
             || self.retry_at.is_some_and(|t| now >= t);
-        if !self.queue.is_empty()
-            || pending_pass_due
-            || !self.groups_ready
-            || self.cancel.is_cancelled()
-        {
-            return None;
+        if pending_pass_due || !self.groups_ready || self.cancel.is_cancelled() {
+            return;
         }
-        let args: Vec<(&str, String)> = self
-            .streams
-            .iter()
-            .map(|s| (&**s, ">".to_string()))
-            .collect();
-        let cmd = commands::xreadgroup(self.group(), &self.name, self.count, None, &args);
-        let mut con = self.con.clone();
-        Some(async move { cmd.query_async::<redis::Value>(&mut con).await })
+        let depth = match self.options().reclaim_idle {
+            Some(min_idle) if self.options().handler_deadline * 3 >= min_idle => 1,
+            _ => 2,
+        };
+        // Large batches are read in pages of READ_PAGE entries: Redis writes one page while
+        // the client parses the one before, instead of handing over one large reply.
+        let page = self.count.min(READ_PAGE);
+        while self.queue.len() + self.reading.len() * page < depth * self.count {
+            let args: Vec<(&str, String)> = self
+                .streams
+                .iter()
+                .map(|s| (&**s, ">".to_string()))
+                .collect();
+            let cmd = commands::xreadgroup(self.group(), &self.name, page, None, &args);
+            let mut con = self.con.clone();
+            let mut read = Box::pin(async move { cmd.query_async::<redis::Value>(&mut con).await });
+            // The first poll hands the command to the connection here, so reads reach Redis
+            // in order; turning the reply into events happens on a task of its own, which
+            // the runtime may run on another worker while this one handles a batch.
+            let sent = futures::poll!(read.as_mut());
+            let streams = self.streams.clone();
+            let convert = tokio::spawn(async move {
+                let reply = match sent {
+                    std::task::Poll::Ready(reply) => reply,
+                    std::task::Poll::Pending => read.await,
+                };
+                new_events(reply?, &streams)
+            });
+            self.reading.push_back((Instant::now(), convert));
+        }
+    }
+
+    /// Waits for the oldest read ahead and queues what it delivered.
+    async fn absorb_read_ahead(&mut self) {
+        let Some((sent_at, read)) = self.reading.pop_front() else {
+            return;
+        };
+        let events = read.await.unwrap_or_else(|e| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "reading ahead failed",
+                e.to_string(),
+            )))
+        });
+        match events {
+            Ok(events) => {
+                // Entries are delivered when Redis runs the read: counting their wait from
+                // when it was sent errs on the safe side.
+                if self.queue.is_empty() {
+                    self.queued_at = sent_at;
+                }
+                self.queue.extend(events);
+                self.sort_queue();
+            }
+            Err(e) => {
+                // Whatever the read delivered sits in our pending list: the next pending
+                // pass picks it up.
+                self.on_redis_error(&e);
+                self.pending_due = Instant::now();
+            }
+        }
     }
 
     fn on_redis_error(&mut self, e: &redis::RedisError) {
@@ -646,16 +722,16 @@ impl Run<'_> {
 
     /// Queues the entries of a read of new entries; true when there were any.
     fn absorb_new(&mut self, reply: redis::Value, read_at: Instant) -> redis::RedisResult<bool> {
-        let mut any = false;
-        for (name, entries) in commands::parse_read_reply(reply)? {
-            let Some(stream) = self.streams.iter().find(|s| ***s == name).cloned() else {
-                continue;
-            };
-            any |= !entries.is_empty();
-            self.enqueue(&stream, entries, |_| 1, read_at);
+        let events = new_events(reply, &self.streams)?;
+        if events.is_empty() {
+            return Ok(false);
         }
+        if self.queue.is_empty() {
+            self.queued_at = read_at;
+        }
+        self.queue.extend(events);
         self.sort_queue();
-        Ok(any)
+        Ok(true)
     }
 
     async fn open_reader(&self, block: Duration) -> redis::RedisResult<Reader> {
@@ -736,7 +812,13 @@ impl Run<'_> {
 
     /// Handles one batch and commits the outcome. Only a lost lock is an error here:
     /// handler failures and commit failures leave the batch pending for a retry.
-    async fn handle<H: BatchHandler>(&mut self, handler: &mut H, batch: Vec<Event>) -> Result<()> {
+    /// Hands `batch` to the handler and builds the commit of its decision (the commit is
+    /// not sent: see [`start_commit`](Self::start_commit)).
+    async fn decide<H: BatchHandler>(
+        &mut self,
+        handler: &mut H,
+        batch: Vec<Event>,
+    ) -> Result<Decided> {
         let started = Instant::now();
         let group = self.consumer.group.name.clone();
         let dead_letter_stream = self.options().dead_letter_stream.clone();
@@ -745,11 +827,16 @@ impl Run<'_> {
         let mut counts = BatchCounts::default();
         let oldest_entry_ms = batch.iter().map(|e| e.id.ms).min();
         // Entries that cannot be handled never reach the handler.
-        let (events, hopeless): (Vec<Event>, Vec<Event>) = batch.into_iter().partition(|e| {
+        let usable = |e: &Event| {
             let deleted = e.body.is_none() && e.meta.is_empty();
             let exhausted = max.is_some_and(|m| e.deliveries > m);
             !(deleted || exhausted)
-        });
+        };
+        let (events, hopeless): (Vec<Event>, Vec<Event>) = if batch.iter().all(usable) {
+            (batch, Vec::new())
+        } else {
+            batch.into_iter().partition(usable)
+        };
         for event in &hopeless {
             let reason = if event.body.is_none() && event.meta.is_empty() {
                 "entry has no data (deleted while pending)".to_string()
@@ -764,7 +851,7 @@ impl Run<'_> {
             commit.dead_letter(&dead_letter_stream, &group, event, &reason);
             counts.dead_lettered += 1;
         }
-        let mut publishes: Vec<NewEvent> = Vec::new();
+        let mut published: BTreeMap<String, u64> = BTreeMap::new();
         if !events.is_empty() {
             counts.handled = events.len() as u64;
             let span = tracing::info_span!("batch", size = events.len(), first = %events[0].id);
@@ -822,8 +909,8 @@ impl Run<'_> {
                     }
                     for event in &decision.publishes {
                         commit.publish(event);
+                        *published.entry(event.stream().to_string()).or_default() += 1;
                     }
-                    publishes = decision.publishes;
                 }
                 Err((kind, error)) => {
                     let error = format!("{error:#}");
@@ -845,50 +932,177 @@ impl Run<'_> {
                 }
             }
         }
+        Ok(Decided {
+            commit,
+            counts,
+            published,
+            started,
+            oldest_entry_ms,
+        })
+    }
+
+    /// Sends the commit of a decided batch and leaves it in flight while the consumer goes
+    /// on; [`settle`](Self::settle) waits for every commit in flight, which happens before
+    /// anything reads this consumer's pending entries. Commits share one connection, so
+    /// Redis runs them in the order they were sent.
+    async fn start_commit(&mut self, decided: Decided) {
         let injected = self
             .options()
             .fail_commits
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
-        let committed = if injected {
-            tracing::warn!(group = %group, consumer = %self.name, "injected fault: the commit is dropped; the batch stays pending");
-            false
+        let Decided {
+            commit,
+            counts,
+            published,
+            started,
+            oldest_entry_ms,
+        } = decided;
+        let mut result: CommitFuture = if injected {
+            tracing::warn!(group = %self.group(), consumer = %self.name, "injected fault: the commit is dropped; the batch stays pending");
+            Box::pin(async { None })
         } else {
-            match commit
-                .run(&mut self.con, Some((self.lock.key(), self.lock.token())))
-                .await
-            {
-                Ok(_) => true,
-                Err(e) if e.code() == Some(LOCK_LOST) => {
-                    return Err(Error::LockLost(self.lock.key().to_string()));
-                }
-                Err(e) => {
-                    tracing::warn!(group = %group, consumer = %self.name, error = %e, "commit failed; the batch stays pending");
-                    self.on_redis_error(&e);
-                    false
-                }
+            let lock = (self.lock.key().to_string(), self.lock.token().to_string());
+            Box::pin(commit.run(self.con.clone(), Some(lock)).map(Some))
+        };
+        // The first poll hands the command to the connection: Redis runs it while the
+        // next batch is handled.
+        let ready = futures::poll!(result.as_mut());
+        self.inflight.push_back(InFlight {
+            result: std::sync::Mutex::new(match ready {
+                std::task::Poll::Ready(done) => Box::pin(async move { done }),
+                std::task::Poll::Pending => result,
+            }),
+            counts,
+            published,
+            started,
+            oldest_entry_ms,
+        });
+    }
+
+    /// Waits for every commit in flight and records how each went.
+    async fn settle(&mut self) -> Result<()> {
+        while !self.inflight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest commit in flight and records how it went.
+    async fn settle_oldest(&mut self) -> Result<()> {
+        match self.inflight.pop_front() {
+            Some(inflight) => {
+                let settled = inflight.wait().await;
+                self.record(settled)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records the commits whose replies are in, without waiting for the others.
+    fn record_answered(&mut self) -> Result<()> {
+        while let Some(oldest) = self.inflight.front_mut() {
+            let future = oldest
+                .result
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(result) = future.as_mut().now_or_never() else {
+                break;
+            };
+            let inflight = self.inflight.pop_front().expect("front exists");
+            self.record(Settled { inflight, result })?;
+        }
+        Ok(())
+    }
+
+    /// Records a finished commit: metrics, and a retry when it (or part of the batch)
+    /// failed. A commit refused for the lock is [`Error::LockLost`].
+    fn record(&mut self, settled: Settled) -> Result<()> {
+        let group = self.consumer.group.name.clone();
+        let Settled { inflight, result } = settled;
+        let committed = match result {
+            None => false,
+            Some(Ok(_)) => true,
+            Some(Err(e)) if e.code() == Some(LOCK_LOST) => {
+                return Err(Error::LockLost(self.lock.key().to_string()));
+            }
+            Some(Err(e)) => {
+                tracing::warn!(group = %group, consumer = %self.name, error = %e, "commit failed; the batch stays pending");
+                self.on_redis_error(&e);
+                false
             }
         };
         if let Some(metrics) = &self.options().metrics {
             if committed {
-                metrics.batch(&group, counts, started.elapsed(), oldest_entry_ms);
-                let mut per_stream: BTreeMap<&str, u64> = BTreeMap::new();
-                for event in &publishes {
-                    *per_stream.entry(event.stream()).or_default() += 1;
-                }
-                for (stream, n) in per_stream {
-                    metrics.published(&group, stream, n);
+                metrics.batch(
+                    &group,
+                    inflight.counts,
+                    inflight.started.elapsed(),
+                    inflight.oldest_entry_ms,
+                );
+                for (stream, n) in &inflight.published {
+                    metrics.published(&group, stream, *n);
                 }
             } else {
                 metrics.commit_failed(&group);
             }
         }
-        if !committed || counts.retried > 0 {
+        if !committed || inflight.counts.retried > 0 {
             let at = Instant::now() + self.options().retry_delay;
             self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
         }
         Ok(())
     }
+}
+
+/// The most entries one read ahead asks for (per stream).
+const READ_PAGE: usize = 200;
+
+/// How many commits may be in flight before the consumer waits for the oldest.
+const MAX_COMMITS_IN_FLIGHT: usize = 3;
+
+/// A handled batch and the commit of its decision, not yet sent.
+struct Decided {
+    commit: CommitBatch,
+    counts: BatchCounts,
+    published: BTreeMap<String, u64>,
+    started: Instant,
+    oldest_entry_ms: Option<u64>,
+}
+
+/// The commit's reply; `None` when a test hook dropped it.
+type CommitFuture =
+    std::pin::Pin<Box<dyn Future<Output = Option<redis::RedisResult<Vec<String>>>> + Send>>;
+
+/// A commit sent to Redis whose reply is not in yet.
+struct InFlight {
+    /// Only ever polled through `&mut` (`Mutex::get_mut`, no locking): the mutex makes the
+    /// consumer's state `Sync`, as tasks holding `&Run` across awaits require.
+    result: std::sync::Mutex<CommitFuture>,
+    counts: BatchCounts,
+    published: BTreeMap<String, u64>,
+    started: Instant,
+    oldest_entry_ms: Option<u64>,
+}
+
+impl InFlight {
+    async fn wait(mut self) -> Settled {
+        let result = self
+            .result
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .await;
+        Settled {
+            inflight: self,
+            result,
+        }
+    }
+}
+
+/// A commit whose reply is in.
+struct Settled {
+    inflight: InFlight,
+    result: Option<redis::RedisResult<Vec<String>>>,
 }
 
 /// The metrics label of a handler error: a [`BatchError`] says its kind; anything else is

@@ -423,3 +423,48 @@ async fn an_entry_deleted_while_pending_is_dead_lettered_not_crash_looped() {
             .contains("deleted while pending")
     );
 }
+
+#[tokio::test]
+async fn large_batches_read_ahead_in_pages_arrive_whole_and_in_order() {
+    let server = redis();
+    let engine = engine(&server, &[("stream-a", &["g"]), ("stream-b", &["g"])]).await;
+    let broker = engine.event_broker();
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    // Interleaved publishes, so a batch mixes both streams.
+    for _ in 0..5 {
+        a.extend(publish_n(&broker, "stream-a", 300).await);
+        b.extend(publish_n(&broker, "stream-b", 300).await);
+    }
+    let mut consumer = broker.consumer("g").unwrap();
+    consumer.disable_loop();
+    let (batches, handler) = recorder();
+    assert!(
+        consumer
+            .consume(CancellationToken::new(), 1000, handler)
+            .await
+            .unwrap()
+    );
+    let batches = std::mem::take(&mut *batches.lock().unwrap());
+    // Reads ahead ask for smaller pages, yet every batch but the last is a full one.
+    let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [1000, 1000, 1000]);
+    let order = |stream: &str| -> Vec<String> {
+        batches
+            .iter()
+            .flatten()
+            .filter(|e| e.stream() == stream)
+            .map(Event::id)
+            .collect()
+    };
+    assert_eq!(order("stream-a"), a);
+    assert_eq!(order("stream-b"), b);
+    for batch in batches.iter() {
+        assert!(
+            batch.windows(2).all(|w| w[0].entry_id() < w[1].entry_id()),
+            "a batch is ordered by ID across streams"
+        );
+    }
+    assert_eq!(pending(&server, "stream-a", "g").await, 0);
+    assert_eq!(pending(&server, "stream-b", "g").await, 0);
+}
