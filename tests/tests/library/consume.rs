@@ -459,9 +459,10 @@ async fn large_batches_read_ahead_in_pages_arrive_whole_and_in_order() {
     };
     assert_eq!(order("stream-a"), a);
     assert_eq!(order("stream-b"), b);
+    // Two streams may hold the same ID (IDs are per stream): ordered, not strictly.
     for batch in batches.iter() {
         assert!(
-            batch.windows(2).all(|w| w[0].entry_id() < w[1].entry_id()),
+            batch.windows(2).all(|w| w[0].entry_id() <= w[1].entry_id()),
             "a batch is ordered by ID across streams"
         );
     }
