@@ -23,7 +23,9 @@ use crate::registry::StreamDef;
 pub const GC_LOCK_KEY: &str = "beehive:gc-lock";
 /// At most this many entries are deleted by one XTRIM.
 const CHUNK: usize = 10_000;
-const GC_LOCK_TTL: Duration = Duration::from_secs(60);
+/// TTL of the GC lock, refreshed every third of it during a pass: a host killed mid-pass
+/// holds up garbage collection on its pool for at most this long.
+const GC_LOCK_TTL: Duration = Duration::from_secs(10);
 
 /// What one GC pass did.
 #[derive(Debug, Clone, Default, Serialize)]
