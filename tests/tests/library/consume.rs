@@ -23,6 +23,16 @@ fn recorder() -> (
     })
 }
 
+/// The IDs `stream`'s events were handled in, across batches.
+fn ids_of(batches: &[Vec<Event>], stream: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flatten()
+        .filter(|e| e.stream() == stream)
+        .map(Event::id)
+        .collect()
+}
+
 async fn publish_n(broker: &beehive::EventBroker, stream: &str, n: usize) -> Vec<String> {
     let mut flusher = broker.new_flusher();
     for i in 0..n {
@@ -96,16 +106,8 @@ async fn count_bounds_the_whole_batch_across_streams() {
         batches.iter().map(Vec::len).collect::<Vec<_>>()
     );
     assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 20);
-    let order = |stream: &str| -> Vec<String> {
-        batches
-            .iter()
-            .flatten()
-            .filter(|e| e.stream() == stream)
-            .map(Event::id)
-            .collect()
-    };
-    assert_eq!(order("stream-a"), a);
-    assert_eq!(order("stream-b"), b);
+    assert_eq!(ids_of(&batches, "stream-a"), a);
+    assert_eq!(ids_of(&batches, "stream-b"), b);
 }
 
 #[tokio::test]
@@ -449,16 +451,8 @@ async fn large_batches_read_ahead_in_pages_arrive_whole_and_in_order() {
     // Reads ahead ask for smaller pages, yet every batch but the last is a full one.
     let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
     assert_eq!(sizes, [1000, 1000, 1000]);
-    let order = |stream: &str| -> Vec<String> {
-        batches
-            .iter()
-            .flatten()
-            .filter(|e| e.stream() == stream)
-            .map(Event::id)
-            .collect()
-    };
-    assert_eq!(order("stream-a"), a);
-    assert_eq!(order("stream-b"), b);
+    assert_eq!(ids_of(&batches, "stream-a"), a);
+    assert_eq!(ids_of(&batches, "stream-b"), b);
     // Two streams may hold the same ID (IDs are per stream): ordered, not strictly.
     for batch in batches.iter() {
         assert!(
