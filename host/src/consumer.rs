@@ -934,10 +934,12 @@ impl Run<'_> {
         }
         Ok(Decided {
             commit,
-            counts,
-            published,
-            started,
-            oldest_entry_ms,
+            summary: BatchSummary {
+                counts,
+                published,
+                started,
+                oldest_entry_ms,
+            },
         })
     }
 
@@ -951,13 +953,7 @@ impl Run<'_> {
             .fail_commits
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
-        let Decided {
-            commit,
-            counts,
-            published,
-            started,
-            oldest_entry_ms,
-        } = decided;
+        let Decided { commit, summary } = decided;
         let mut result: CommitFuture = if injected {
             tracing::warn!(group = %self.group(), consumer = %self.name, "injected fault: the commit is dropped; the batch stays pending");
             Box::pin(async { None })
@@ -973,10 +969,7 @@ impl Run<'_> {
                 std::task::Poll::Ready(done) => Box::pin(async move { done }),
                 std::task::Poll::Pending => result,
             }),
-            counts,
-            published,
-            started,
-            oldest_entry_ms,
+            summary,
         });
     }
 
@@ -991,9 +984,9 @@ impl Run<'_> {
     /// Waits for the oldest commit in flight and records how it went.
     async fn settle_oldest(&mut self) -> Result<()> {
         match self.inflight.pop_front() {
-            Some(inflight) => {
-                let settled = inflight.wait().await;
-                self.record(settled)
+            Some(mut inflight) => {
+                let result = inflight.result().await;
+                self.record(inflight.summary, result)
             }
             None => Ok(()),
         }
@@ -1002,24 +995,23 @@ impl Run<'_> {
     /// Records the commits whose replies are in, without waiting for the others.
     fn record_answered(&mut self) -> Result<()> {
         while let Some(oldest) = self.inflight.front_mut() {
-            let future = oldest
-                .result
-                .get_mut()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let Some(result) = future.as_mut().now_or_never() else {
+            let Some(result) = oldest.result().now_or_never() else {
                 break;
             };
             let inflight = self.inflight.pop_front().expect("front exists");
-            self.record(Settled { inflight, result })?;
+            self.record(inflight.summary, result)?;
         }
         Ok(())
     }
 
     /// Records a finished commit: metrics, and a retry when it (or part of the batch)
     /// failed. A commit refused for the lock is [`Error::LockLost`].
-    fn record(&mut self, settled: Settled) -> Result<()> {
+    fn record(
+        &mut self,
+        batch: BatchSummary,
+        result: Option<redis::RedisResult<Vec<String>>>,
+    ) -> Result<()> {
         let group = self.consumer.group.name.clone();
-        let Settled { inflight, result } = settled;
         let committed = match result {
             None => false,
             Some(Ok(_)) => true,
@@ -1036,18 +1028,18 @@ impl Run<'_> {
             if committed {
                 metrics.batch(
                     &group,
-                    inflight.counts,
-                    inflight.started.elapsed(),
-                    inflight.oldest_entry_ms,
+                    batch.counts,
+                    batch.started.elapsed(),
+                    batch.oldest_entry_ms,
                 );
-                for (stream, n) in &inflight.published {
+                for (stream, n) in &batch.published {
                     metrics.published(&group, stream, *n);
                 }
             } else {
                 metrics.commit_failed(&group);
             }
         }
-        if !committed || inflight.counts.retried > 0 {
+        if !committed || batch.counts.retried > 0 {
             let at = Instant::now() + self.options().retry_delay;
             self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
         }
@@ -1061,13 +1053,19 @@ const READ_PAGE: usize = 200;
 /// How many commits may be in flight before the consumer waits for the oldest.
 const MAX_COMMITS_IN_FLIGHT: usize = 3;
 
-/// A handled batch and the commit of its decision, not yet sent.
-struct Decided {
-    commit: CommitBatch,
+/// What a handled batch did, recorded (metrics, retry) once its commit is settled.
+struct BatchSummary {
     counts: BatchCounts,
+    /// Events published per stream.
     published: BTreeMap<String, u64>,
     started: Instant,
     oldest_entry_ms: Option<u64>,
+}
+
+/// A handled batch and the commit of its decision, not yet sent.
+struct Decided {
+    commit: CommitBatch,
+    summary: BatchSummary,
 }
 
 /// The commit's reply; `None` when a test hook dropped it.
@@ -1079,30 +1077,16 @@ struct InFlight {
     /// Only ever polled through `&mut` (`Mutex::get_mut`, no locking): the mutex makes the
     /// consumer's state `Sync`, as tasks holding `&Run` across awaits require.
     result: std::sync::Mutex<CommitFuture>,
-    counts: BatchCounts,
-    published: BTreeMap<String, u64>,
-    started: Instant,
-    oldest_entry_ms: Option<u64>,
+    summary: BatchSummary,
 }
 
 impl InFlight {
-    async fn wait(mut self) -> Settled {
-        let result = self
-            .result
+    /// The commit's reply, to await (or poll once).
+    fn result(&mut self) -> &mut CommitFuture {
+        self.result
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .await;
-        Settled {
-            inflight: self,
-            result,
-        }
     }
-}
-
-/// A commit whose reply is in.
-struct Settled {
-    inflight: InFlight,
-    result: Option<redis::RedisResult<Vec<String>>>,
 }
 
 /// The metrics label of a handler error: a [`BatchError`] says its kind; anything else is
