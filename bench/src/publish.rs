@@ -89,6 +89,20 @@ async fn p2(bench: &Bench, n: usize, per_flush: usize) -> anyhow::Result<f64> {
     Ok(rate(n, started.elapsed()))
 }
 
+/// P2s: a `Flusher` with one flush in flight: `start_flush` every `per_flush` events.
+async fn p2s(bench: &Bench, n: usize, per_flush: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut flusher = bench.broker.new_flusher();
+    for i in 0..n {
+        flusher.publish_event(event())?;
+        if (i + 1) % per_flush == 0 {
+            flusher.start_flush().await?;
+        }
+    }
+    flusher.flush().await?;
+    Ok(rate(n, started.elapsed()))
+}
+
 /// P3: `tasks` concurrent publishers on one engine, each publishing one by one.
 async fn p3(bench: &Bench, n: usize, tasks: usize) -> anyhow::Result<f64> {
     let started = Instant::now();
@@ -157,6 +171,14 @@ pub async fn run(bench: &Bench, report: &mut Report, run: usize, n: usize) -> an
                 "Flusher, flush every <batch> events",
                 Some(per_flush),
                 timed(bench, n, p2(bench, n, per_flush)).await?,
+            );
+        }
+        if bench.selected("P2s") {
+            add(
+                "P2s",
+                "Flusher, start_flush every <batch> events (one in flight)",
+                Some(per_flush),
+                timed(bench, n, p2s(bench, n, per_flush)).await?,
             );
         }
     }

@@ -3,10 +3,17 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use tokio::task::JoinHandle;
 
 use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
 use crate::event::{NewEvent, encode_body, owned_meta};
+
+/// Buffered events of one pool, each with its position in publish order.
+type PoolEvents = Vec<(usize, NewEvent)>;
+
+/// The task sending one pool's transaction: the new IDs, in the transaction's order.
+type SendTask = JoinHandle<Result<Vec<String>>>;
 
 /// Buffers events and publishes them with [`flush`](Flusher::flush): one `MULTI`/`EXEC`
 /// pipeline per pool, order kept within each stream.
@@ -14,11 +21,18 @@ use crate::event::{NewEvent, encode_body, owned_meta};
 /// Events are checked when buffered (unregistered stream, empty event, reserved key), so a
 /// flush fails only on Redis errors; then the failed pools' events stay buffered and the
 /// next flush sends them again. Nothing is lost.
+///
+/// For a steady stream of events, [`start_flush`](Flusher::start_flush) sends the buffer
+/// without waiting for Redis's answer, so the next events are buffered while Redis writes
+/// these (one flush in flight at a time, so order and the resend on failure are kept).
 pub struct Flusher {
     engine: Engine,
     /// Per pool, the buffered events with their position in publish order.
-    buffer: BTreeMap<String, Vec<(usize, NewEvent)>>,
+    buffer: BTreeMap<String, PoolEvents>,
     next: usize,
+    /// The flush started by [`start_flush`](Flusher::start_flush) and not yet answered:
+    /// per pool, its events (kept for a resend) and the task sending them.
+    in_flight: Vec<(String, PoolEvents, SendTask)>,
 }
 
 impl Flusher {
@@ -27,6 +41,7 @@ impl Flusher {
             engine,
             buffer: BTreeMap::new(),
             next: 0,
+            in_flight: Vec::new(),
         }
     }
 
@@ -52,37 +67,47 @@ impl Flusher {
 
     /// Buffers a checked event.
     pub fn publish_event(&mut self, event: NewEvent) -> Result<()> {
-        let pool = self.engine.stream_pool(&event.stream)?.name.clone();
-        self.buffer
-            .entry(pool)
-            .or_default()
-            .push((self.next, event));
+        let pool = &self.engine.stream_pool(&event.stream)?.name;
+        let entry = (self.next, event);
+        match self.buffer.get_mut(pool.as_str()) {
+            Some(events) => events.push(entry),
+            None => {
+                self.buffer.insert(pool.clone(), vec![entry]);
+            }
+        }
         self.next += 1;
         Ok(())
     }
 
-    /// How many events wait to be flushed.
+    /// How many events are not yet known to be written: buffered, or in a flush started
+    /// by [`start_flush`](Self::start_flush) that Redis has not answered yet.
     pub fn len(&self) -> usize {
-        self.buffer.values().map(Vec::len).sum()
+        let in_flight: usize = self
+            .in_flight
+            .iter()
+            .map(|(_, events, _)| events.len())
+            .sum();
+        self.buffer.values().map(Vec::len).sum::<usize>() + in_flight
     }
 
-    /// True when nothing waits to be flushed.
+    /// True when every event published to this flusher is known to be written.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Sends the buffer and returns the new IDs in publish order (of the events buffered
-    /// since the last successful flush).
+    /// since the last successful flush, including those of a flush still in flight from
+    /// [`start_flush`](Self::start_flush), which this waits for first).
     ///
     /// Each pool gets one atomic pipeline. If a pool fails, its events stay buffered, the
     /// other pools' are sent, and the error names the failed pool; flush again to resend.
     pub async fn flush(&mut self) -> Result<Vec<String>> {
-        let mut ids: Vec<(usize, String)> = Vec::with_capacity(self.len());
+        let mut ids = self.settle().await?;
         let mut first_error = None;
         let pools: Vec<String> = self.buffer.keys().cloned().collect();
         for pool_name in pools {
             let events = &self.buffer[&pool_name];
-            match self.send(&pool_name, events).await {
+            match send(&self.engine, &pool_name, events).await {
                 Ok(pool_ids) => {
                     ids.extend(events.iter().map(|(pos, _)| *pos).zip(pool_ids));
                     self.buffer.remove(&pool_name);
@@ -97,26 +122,119 @@ impl Flusher {
             return Err(e);
         }
         self.next = 0;
-        ids.sort_unstable_by_key(|(pos, _)| *pos);
-        Ok(ids.into_iter().map(|(_, id)| id).collect())
+        Ok(in_publish_order(ids))
     }
 
-    async fn send(&self, pool_name: &str, events: &[(usize, NewEvent)]) -> Result<Vec<String>> {
-        let pool = self.engine.pool(pool_name)?;
-        let mut con = pool.connection().await?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (_, event) in events {
-            pipe.add_command(crate::commands::xadd(event));
+    /// Starts sending the buffer and returns without waiting for Redis's answer, so the
+    /// caller can buffer the next events while Redis writes these: a pipelined flush.
+    ///
+    /// At most one flush is in flight: this first waits for the one started before and
+    /// returns *its* IDs in publish order (empty on the first call). If that one failed
+    /// for a pool, its events go back to the front of the buffer (before the events
+    /// buffered since, so order is kept), nothing new is sent, and the error is returned;
+    /// call again (or [`flush`](Self::flush)) to resend. [`flush`](Self::flush) waits for
+    /// the flush in flight and sends the rest; call it last, since dropping the flusher
+    /// leaves a flush in flight unobserved.
+    ///
+    /// ```no_run
+    /// # async fn example(broker: beehive::EventBroker) -> beehive::Result<()> {
+    /// let mut flusher = broker.new_flusher();
+    /// for batch in 0..100 {
+    ///     for i in 0..100 {
+    ///         flusher.publish("stream-a", &(batch * 100 + i), &[] as &[(&str, &str)])?;
+    ///     }
+    ///     let written = flusher.start_flush().await?; // IDs of the batch before
+    /// #   let _ = written;
+    /// }
+    /// let last = flusher.flush().await?; // IDs of the last batch
+    /// # let _ = last;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_flush(&mut self) -> Result<Vec<String>> {
+        let ids = in_publish_order(self.settle().await?);
+        for (pool_name, events) in std::mem::take(&mut self.buffer) {
+            let (engine, name) = (self.engine.clone(), pool_name.clone());
+            let pipe = transaction(&events);
+            let expected = events.len();
+            let task =
+                tokio::spawn(async move { send_pipeline(&engine, &name, &pipe, expected).await });
+            self.in_flight.push((pool_name, events, task));
         }
-        let ids: Vec<String> = pipe.query_async(&mut con).await.pool(pool_name)?;
-        if ids.len() != events.len() {
-            return Err(Error::Validation(format!(
-                "redis pool {pool_name}: flush returned {} IDs for {} events",
-                ids.len(),
-                events.len()
-            )));
-        }
+        // A task spawned (or woken) by a runtime worker waits in that worker's LIFO slot,
+        // which other workers cannot steal: without a yield, the send would only start when
+        // the caller next awaits, after buffering the next events, and nothing would overlap.
+        tokio::task::yield_now().await;
         Ok(ids)
     }
+
+    /// Waits for the flush in flight. Failed pools' events go back to the front of the
+    /// buffer. Cancel-safe: a pool's events leave `in_flight` only once its answer is in.
+    async fn settle(&mut self) -> Result<Vec<(usize, String)>> {
+        let mut ids = Vec::new();
+        let mut first_error = None;
+        while let Some((_, _, task)) = self.in_flight.first_mut() {
+            let result = task.await;
+            let (pool_name, mut events, _) = self.in_flight.remove(0);
+            let result = result.unwrap_or_else(|e| {
+                Err(Error::Validation(format!(
+                    "redis pool {pool_name}: the flush task failed: {e}"
+                )))
+            });
+            match result {
+                Ok(pool_ids) => ids.extend(events.iter().map(|(pos, _)| *pos).zip(pool_ids)),
+                Err(e) => {
+                    tracing::warn!(pool = %pool_name, error = %e, buffered = events.len(), "flush failed; events stay buffered");
+                    first_error.get_or_insert(e);
+                    let buffered = self.buffer.entry(pool_name).or_default();
+                    events.append(buffered);
+                    *buffered = events;
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(ids),
+        }
+    }
+}
+
+fn in_publish_order(mut ids: Vec<(usize, String)>) -> Vec<String> {
+    ids.sort_unstable_by_key(|(pos, _)| *pos);
+    ids.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Sends `events` to pool `pool_name` in one `MULTI`/`EXEC` and returns their IDs.
+async fn send(
+    engine: &Engine,
+    pool_name: &str,
+    events: &[(usize, NewEvent)],
+) -> Result<Vec<String>> {
+    send_pipeline(engine, pool_name, &transaction(events), events.len()).await
+}
+
+/// `MULTI`, an `XADD` per event, `EXEC`.
+fn transaction(events: &[(usize, NewEvent)]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (_, event) in events {
+        pipe.add_command(crate::commands::xadd(event));
+    }
+    pipe
+}
+
+async fn send_pipeline(
+    engine: &Engine,
+    pool_name: &str,
+    pipe: &redis::Pipeline,
+    expected: usize,
+) -> Result<Vec<String>> {
+    let mut con = engine.pool(pool_name)?.connection().await?;
+    let ids: Vec<String> = pipe.query_async(&mut con).await.pool(pool_name)?;
+    if ids.len() != expected {
+        return Err(Error::Validation(format!(
+            "redis pool {pool_name}: flush returned {} IDs for {expected} events",
+            ids.len(),
+        )));
+    }
+    Ok(ids)
 }

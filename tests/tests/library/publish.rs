@@ -232,3 +232,110 @@ async fn the_flusher_keeps_its_buffer_while_redis_is_down() {
         "the restarted server kept nothing, so exactly the buffer arrived"
     );
 }
+
+/// The bodies of `stream`'s entries, in stream order.
+async fn bodies(server: &beehive_tests::RedisServer, stream: &str) -> Vec<u32> {
+    let mut con = raw(server).await;
+    let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| rmp_serde::from_slice(&fields[1]).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn start_flush_keeps_one_flush_in_flight_and_reports_its_ids_with_the_next_call() {
+    let server = redis();
+    let engine = engine(&server, &[("stream-a", &["g"]), ("stream-b", &["g"])]).await;
+    let mut flusher = engine.event_broker().new_flusher();
+    let mut ids = Vec::new();
+    for batch in 0..5u32 {
+        for i in 0..10 {
+            // Alternate pools' streams so IDs are gathered across pools in publish order.
+            let stream = if i % 2 == 0 { "stream-a" } else { "stream-b" };
+            flusher
+                .publish(stream, &(batch * 10 + i), &[] as &[(&str, &str)])
+                .unwrap();
+        }
+        let written = flusher.start_flush().await.unwrap();
+        // The first call has nothing answered yet; later calls return the batch before.
+        assert_eq!(written.len(), if batch == 0 { 0 } else { 10 });
+        ids.extend(written);
+        assert_eq!(
+            flusher.len(),
+            10,
+            "the batch in flight is not known written yet"
+        );
+    }
+    ids.extend(flusher.flush().await.unwrap());
+    assert!(flusher.is_empty());
+    assert_eq!(ids.len(), 50);
+
+    let a = bodies(&server, "stream-a").await;
+    let b = bodies(&server, "stream-b").await;
+    assert_eq!(a, (0..50).filter(|n| n % 2 == 0).collect::<Vec<_>>());
+    assert_eq!(b, (0..50).filter(|n| n % 2 == 1).collect::<Vec<_>>());
+    // IDs come back in publish order: event n's ID is the one its stream holds for it.
+    let events = drain(&engine, "g").await;
+    for (n, id) in ids.iter().enumerate() {
+        let stream = if n % 2 == 0 { "stream-a" } else { "stream-b" };
+        let event = events
+            .iter()
+            .find(|e| e.stream() == stream && e.id() == *id)
+            .unwrap_or_else(|| panic!("no event {id} in {stream}"));
+        assert_eq!(event.unserialize::<u32>().unwrap(), n as u32);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_flush_in_flight_is_resent_before_what_was_buffered_since() {
+    let mut server = redis();
+    let engine = engine(&server, &[("stream-a", &["g"])]).await;
+    let mut flusher = engine.event_broker().new_flusher();
+    flusher
+        .publish("stream-a", &0u32, &[] as &[(&str, &str)])
+        .unwrap();
+    flusher.flush().await.unwrap();
+
+    server.stop();
+    for n in 1..4u32 {
+        flusher
+            .publish("stream-a", &n, &[] as &[(&str, &str)])
+            .unwrap();
+    }
+    // Sent in the background to a server that is down.
+    assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
+    for n in 4..6u32 {
+        flusher
+            .publish("stream-a", &n, &[] as &[(&str, &str)])
+            .unwrap();
+    }
+    let err = flusher.start_flush().await.unwrap_err();
+    assert!(err.to_string().contains("redis pool default"), "{err}");
+    assert_eq!(flusher.len(), 5, "nothing dropped");
+
+    server.restart().unwrap();
+    // The connection reconnects by itself; a flush may need a retry while it does.
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        match flusher.flush().await {
+            Ok(got) => {
+                ids = got;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(ids.len(), 5);
+    assert_eq!(
+        bodies(&server, "stream-a").await,
+        vec![1, 2, 3, 4, 5],
+        "the restarted server kept nothing; the failed flush's events came first, once"
+    );
+}
