@@ -14,8 +14,14 @@ use crate::event::{EntryId, Event, NewEvent};
 
 /// `XADD <stream> * [s <body>] [k v ...]`.
 pub(crate) fn xadd(event: &NewEvent) -> Cmd {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(&event.stream).arg("*");
+    // Sized up front: one allocation each for the arguments and their bytes.
+    let (mut args, mut bytes) = (3, 4 + event.stream.len() + 1);
+    for (k, v) in event.fields() {
+        args += 2;
+        bytes += k.len() + v.len();
+    }
+    let mut cmd = Cmd::with_capacity(args, bytes);
+    cmd.arg("XADD").arg(&event.stream).arg("*");
     for (k, v) in event.fields() {
         cmd.arg(k).arg(v);
     }

@@ -214,7 +214,7 @@ async fn send(
 
 /// `MULTI`, an `XADD` per event, `EXEC`.
 fn transaction(events: &[(usize, NewEvent)]) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
+    let mut pipe = redis::Pipeline::with_capacity(events.len());
     pipe.atomic();
     for (_, event) in events {
         pipe.add_command(crate::commands::xadd(event));
