@@ -12,8 +12,11 @@ use crate::event::{NewEvent, encode_body, owned_meta};
 /// Buffered events of one pool, each with its position in publish order.
 type PoolEvents = Vec<(usize, NewEvent)>;
 
-/// The task sending one pool's transaction: the new IDs, in the transaction's order.
-type SendTask = JoinHandle<Result<Vec<String>>>;
+/// Per event of a pool's transaction, in order: its new ID, or why its `XADD` failed.
+type Written = Vec<redis::RedisResult<String>>;
+
+/// The task sending one pool's transaction.
+type SendTask = JoinHandle<Result<Written>>;
 
 /// Buffers events and publishes them with [`flush`](Flusher::flush): one `MULTI`/`EXEC`
 /// pipeline per pool, order kept within each stream.
@@ -101,21 +104,22 @@ impl Flusher {
     ///
     /// Each pool gets one atomic pipeline. If a pool fails, its events stay buffered, the
     /// other pools' are sent, and the error names the failed pool; flush again to resend.
+    /// When Redis ran a pool's transaction but refused some of its `XADD`s (a stream key
+    /// holding another type), the written events leave the buffer and only the refused
+    /// ones stay, so a resend never duplicates an event.
     pub async fn flush(&mut self) -> Result<Vec<String>> {
         let mut ids = self.settle().await?;
         let mut first_error = None;
         let pools: Vec<String> = self.buffer.keys().cloned().collect();
         for pool_name in pools {
             let events = &self.buffer[&pool_name];
-            match send(&self.engine, &pool_name, events).await {
-                Ok(pool_ids) => {
-                    ids.extend(events.iter().map(|(pos, _)| *pos).zip(pool_ids));
-                    self.buffer.remove(&pool_name);
-                }
-                Err(e) => {
-                    tracing::warn!(pool = %pool_name, error = %e, buffered = events.len(), "flush failed; events stay buffered");
-                    first_error.get_or_insert(e);
-                }
+            let result = send(&self.engine, &pool_name, events).await;
+            let events = match result {
+                Ok(_) => self.buffer.remove(&pool_name).unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            if let Err(e) = self.absorb(pool_name, events, result, &mut ids) {
+                first_error.get_or_insert(e);
             }
         }
         if let Some(e) = first_error {
@@ -174,27 +178,66 @@ impl Flusher {
         let mut first_error = None;
         while let Some((_, _, task)) = self.in_flight.first_mut() {
             let result = task.await;
-            let (pool_name, mut events, _) = self.in_flight.remove(0);
+            let (pool_name, events, _) = self.in_flight.remove(0);
             let result = result.unwrap_or_else(|e| {
                 Err(Error::Validation(format!(
                     "redis pool {pool_name}: the flush task failed: {e}"
                 )))
             });
-            match result {
-                Ok(pool_ids) => ids.extend(events.iter().map(|(pos, _)| *pos).zip(pool_ids)),
-                Err(e) => {
-                    tracing::warn!(pool = %pool_name, error = %e, buffered = events.len(), "flush failed; events stay buffered");
-                    first_error.get_or_insert(e);
-                    let buffered = self.buffer.entry(pool_name).or_default();
-                    events.append(buffered);
-                    *buffered = events;
-                }
+            if let Err(e) = self.absorb(pool_name, events, result, &mut ids) {
+                first_error.get_or_insert(e);
             }
         }
         match first_error {
             Some(e) => Err(e),
             None => Ok(ids),
         }
+    }
+
+    /// Takes one pool's answer for `events` (taken out of the buffer or the flight): the
+    /// IDs of the written events go to `ids`; events not written go back to the front of
+    /// the pool's buffer, ahead of anything buffered since. When the whole transaction
+    /// failed, `events` may be empty because they never left the buffer.
+    fn absorb(
+        &mut self,
+        pool_name: String,
+        events: PoolEvents,
+        result: Result<Written>,
+        ids: &mut Vec<(usize, String)>,
+    ) -> Result<()> {
+        let (kept, error) = match result {
+            Ok(written) => {
+                let mut kept = Vec::new();
+                let mut refused = None;
+                for ((pos, event), result) in events.into_iter().zip(written) {
+                    match result {
+                        Ok(id) => ids.push((pos, id)),
+                        Err(e) => {
+                            refused.get_or_insert_with(|| Error::Redis {
+                                pool: pool_name.clone(),
+                                source: redis::RedisError::from((
+                                    redis::ErrorKind::Client,
+                                    "XADD refused",
+                                    format!("stream {}: {e}", event.stream),
+                                )),
+                            });
+                            kept.push((pos, event));
+                        }
+                    }
+                }
+                match refused {
+                    None => return Ok(()),
+                    Some(e) => (kept, e),
+                }
+            }
+            Err(e) => (events, e),
+        };
+        let buffered = self.buffer.entry(pool_name.clone()).or_default();
+        let mut kept = kept;
+        kept.append(buffered);
+        *buffered = kept;
+        tracing::warn!(pool = %pool_name, error = %error, buffered = buffered.len(), "flush failed; events stay buffered");
+        Err(error)
     }
 }
 
@@ -204,18 +247,16 @@ fn in_publish_order(mut ids: Vec<(usize, String)>) -> Vec<String> {
 }
 
 /// Sends `events` to pool `pool_name` in one `MULTI`/`EXEC` and returns their IDs.
-async fn send(
-    engine: &Engine,
-    pool_name: &str,
-    events: &[(usize, NewEvent)],
-) -> Result<Vec<String>> {
+async fn send(engine: &Engine, pool_name: &str, events: &[(usize, NewEvent)]) -> Result<Written> {
     send_pipeline(engine, pool_name, &transaction(events), events.len()).await
 }
 
 /// `MULTI`, an `XADD` per event, `EXEC`.
 fn transaction(events: &[(usize, NewEvent)]) -> redis::Pipeline {
     let mut pipe = redis::Pipeline::with_capacity(events.len());
-    pipe.atomic();
+    // Redis does not roll a transaction back when one command fails: each XADD's own
+    // result tells which events were written.
+    pipe.atomic().ignore_errors();
     for (_, event) in events {
         pipe.add_command(crate::commands::xadd(event));
     }
@@ -227,14 +268,14 @@ async fn send_pipeline(
     pool_name: &str,
     pipe: &redis::Pipeline,
     expected: usize,
-) -> Result<Vec<String>> {
+) -> Result<Written> {
     let mut con = engine.pool(pool_name)?.connection().await?;
-    let ids: Vec<String> = pipe.query_async(&mut con).await.pool(pool_name)?;
-    if ids.len() != expected {
+    let written: Written = pipe.query_async(&mut con).await.pool(pool_name)?;
+    if written.len() != expected {
         return Err(Error::Validation(format!(
-            "redis pool {pool_name}: flush returned {} IDs for {expected} events",
-            ids.len(),
+            "redis pool {pool_name}: flush returned {} replies for {expected} events",
+            written.len(),
         )));
     }
-    Ok(ids)
+    Ok(written)
 }

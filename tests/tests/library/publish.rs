@@ -339,3 +339,65 @@ async fn a_failed_flush_in_flight_is_resent_before_what_was_buffered_since() {
         "the restarted server kept nothing; the failed flush's events came first, once"
     );
 }
+
+#[tokio::test]
+async fn an_xadd_refused_inside_a_flush_keeps_only_its_event_and_duplicates_nothing() {
+    let server = redis();
+    let engine = engine(&server, &[("stream-a", &["g"]), ("stream-b", &["g"])]).await;
+    let mut con = raw(&server).await;
+    // stream-b's key holds a string: Redis runs the transaction but refuses that XADD.
+    redis::cmd("DEL")
+        .arg("stream-b")
+        .exec_async(&mut con)
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg("stream-b")
+        .arg("not a stream")
+        .exec_async(&mut con)
+        .await
+        .unwrap();
+    let mut flusher = engine.event_broker().new_flusher();
+    for (stream, n) in [("stream-a", 1u32), ("stream-b", 2), ("stream-a", 3)] {
+        flusher.publish(stream, &n, &[] as &[(&str, &str)]).unwrap();
+    }
+    let err = flusher.flush().await.unwrap_err().to_string();
+    assert!(
+        err.contains("stream-b") && err.contains("WRONGTYPE"),
+        "the error names the stream and Redis's reason: {err}"
+    );
+    assert_eq!(flusher.len(), 1, "only the refused event stays buffered");
+    assert_eq!(bodies(&server, "stream-a").await, vec![1, 3]);
+
+    // Once the key is a stream again, the next flush writes the refused event alone.
+    redis::cmd("DEL")
+        .arg("stream-b")
+        .exec_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(flusher.flush().await.unwrap().len(), 1);
+    assert_eq!(
+        bodies(&server, "stream-a").await,
+        vec![1, 3],
+        "nothing resent"
+    );
+    assert_eq!(bodies(&server, "stream-b").await, vec![2]);
+
+    // The same through start_flush: the refused event goes back to the buffer.
+    redis::cmd("SET")
+        .arg("stream-b")
+        .arg("not a stream")
+        .exec_async(&mut con)
+        .await
+        .unwrap();
+    flusher
+        .publish("stream-b", &4u32, &[] as &[(&str, &str)])
+        .unwrap();
+    flusher
+        .publish("stream-a", &5u32, &[] as &[(&str, &str)])
+        .unwrap();
+    flusher.start_flush().await.unwrap();
+    assert!(flusher.start_flush().await.is_err());
+    assert_eq!(flusher.len(), 1);
+    assert_eq!(bodies(&server, "stream-a").await, vec![1, 3, 5]);
+}
