@@ -205,7 +205,7 @@ impl Flusher {
         result: Result<Written>,
         ids: &mut Vec<(usize, String)>,
     ) -> Result<()> {
-        let (kept, error) = match result {
+        let (mut kept, error) = match result {
             Ok(written) => {
                 let mut kept = Vec::new();
                 let mut refused = None;
@@ -233,7 +233,6 @@ impl Flusher {
             Err(e) => (events, e),
         };
         let buffered = self.buffer.entry(pool_name.clone()).or_default();
-        let mut kept = kept;
         kept.append(buffered);
         *buffered = kept;
         tracing::warn!(pool = %pool_name, error = %error, buffered = buffered.len(), "flush failed; events stay buffered");
@@ -246,7 +245,7 @@ fn in_publish_order(mut ids: Vec<(usize, String)>) -> Vec<String> {
     ids.into_iter().map(|(_, id)| id).collect()
 }
 
-/// Sends `events` to pool `pool_name` in one `MULTI`/`EXEC` and returns their IDs.
+/// Sends `events` to pool `pool_name` in one `MULTI`/`EXEC`; returns each `XADD`'s result.
 async fn send(engine: &Engine, pool_name: &str, events: &[(usize, NewEvent)]) -> Result<Written> {
     send_pipeline(engine, pool_name, &transaction(events), events.len()).await
 }
