@@ -75,28 +75,19 @@ async fn p1(bench: &Bench, n: usize) -> anyhow::Result<f64> {
     Ok(rate(n, started.elapsed()))
 }
 
-/// P2: a `Flusher`, flushed every `per_flush` events.
-async fn p2(bench: &Bench, n: usize, per_flush: usize) -> anyhow::Result<f64> {
+/// P2: a `Flusher`, flushed every `per_flush` events; P2s (`start_flush`): the same with
+/// one flush in flight while the next events are buffered.
+async fn p2(bench: &Bench, n: usize, per_flush: usize, start_flush: bool) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut flusher = bench.broker.new_flusher();
     for i in 0..n {
         flusher.publish_event(event())?;
         if (i + 1) % per_flush == 0 {
-            flusher.flush().await?;
-        }
-    }
-    flusher.flush().await?;
-    Ok(rate(n, started.elapsed()))
-}
-
-/// P2s: a `Flusher` with one flush in flight: `start_flush` every `per_flush` events.
-async fn p2s(bench: &Bench, n: usize, per_flush: usize) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    let mut flusher = bench.broker.new_flusher();
-    for i in 0..n {
-        flusher.publish_event(event())?;
-        if (i + 1) % per_flush == 0 {
-            flusher.start_flush().await?;
+            if start_flush {
+                flusher.start_flush().await?;
+            } else {
+                flusher.flush().await?;
+            }
         }
     }
     flusher.flush().await?;
@@ -165,21 +156,22 @@ pub async fn run(bench: &Bench, report: &mut Report, run: usize, n: usize) -> an
         );
     }
     for per_flush in [100, 1000] {
-        if bench.selected("P2") {
-            add(
-                "P2",
-                "Flusher, flush every <batch> events",
-                Some(per_flush),
-                timed(bench, n, p2(bench, n, per_flush)).await?,
-            );
-        }
-        if bench.selected("P2s") {
-            add(
+        for (scenario, label, start_flush) in [
+            ("P2", "Flusher, flush every <batch> events", false),
+            (
                 "P2s",
                 "Flusher, start_flush every <batch> events (one in flight)",
-                Some(per_flush),
-                timed(bench, n, p2s(bench, n, per_flush)).await?,
-            );
+                true,
+            ),
+        ] {
+            if bench.selected(scenario) {
+                add(
+                    scenario,
+                    label,
+                    Some(per_flush),
+                    timed(bench, n, p2(bench, n, per_flush, start_flush)).await?,
+                );
+            }
         }
     }
     if bench.selected("P3") {

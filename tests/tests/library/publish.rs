@@ -193,6 +193,20 @@ async fn bad_publishes_are_refused_and_write_nothing() {
     assert!(keys.is_empty(), "nothing may be written, found {keys:?}");
 }
 
+/// Flushes after a server restart: the connection reconnects by itself, so a flush may need
+/// a retry (every 100 ms, for up to 5 s) while it does. Panics when none succeeds.
+async fn flush_once_reconnected(flusher: &mut beehive::Flusher) -> Vec<String> {
+    let mut last = None;
+    for _ in 0..50 {
+        match flusher.flush().await {
+            Ok(ids) => return ids,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no flush succeeded after the restart: {last:?}")
+}
+
 #[tokio::test]
 async fn the_flusher_keeps_its_buffer_while_redis_is_down() {
     let mut server = redis();
@@ -214,17 +228,7 @@ async fn the_flusher_keeps_its_buffer_while_redis_is_down() {
     assert_eq!(flusher.len(), 3, "nothing dropped");
 
     server.restart().unwrap();
-    // The connection reconnects by itself; a flush may need a retry while it does.
-    let mut ids = Vec::new();
-    for _ in 0..50 {
-        match flusher.flush().await {
-            Ok(got) => {
-                ids = got;
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    let ids = flush_once_reconnected(&mut flusher).await;
     assert_eq!(ids.len(), 3);
     assert_eq!(
         xlen(&server, "stream-a").await,
@@ -321,17 +325,7 @@ async fn a_failed_flush_in_flight_is_resent_before_what_was_buffered_since() {
     assert_eq!(flusher.len(), 5, "nothing dropped");
 
     server.restart().unwrap();
-    // The connection reconnects by itself; a flush may need a retry while it does.
-    let mut ids = Vec::new();
-    for _ in 0..50 {
-        match flusher.flush().await {
-            Ok(got) => {
-                ids = got;
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    let ids = flush_once_reconnected(&mut flusher).await;
     assert_eq!(ids.len(), 5);
     assert_eq!(
         bodies(&server, "stream-a").await,
