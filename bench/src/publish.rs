@@ -75,8 +75,8 @@ async fn p1(bench: &Bench, n: usize) -> anyhow::Result<f64> {
     Ok(rate(n, started.elapsed()))
 }
 
-/// P2: a `Flusher`, flushed every `per_flush` events; P2s (`start_flush`): the same with
-/// one flush in flight while the next events are buffered.
+/// P2: a `Flusher`, flushed every `per_flush` events; P2s (`start_flush`): the same,
+/// pipelined (each flush is sent before the answer to the one before is awaited).
 async fn p2(bench: &Bench, n: usize, per_flush: usize, start_flush: bool) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut flusher = bench.broker.new_flusher();
@@ -160,7 +160,7 @@ pub async fn run(bench: &Bench, report: &mut Report, run: usize, n: usize) -> an
             ("P2", "Flusher, flush every <batch> events", false),
             (
                 "P2s",
-                "Flusher, start_flush every <batch> events (one in flight)",
+                "Flusher, start_flush every <batch> events (pipelined)",
                 true,
             ),
         ] {

@@ -53,6 +53,13 @@ impl Pool {
             .pool(&self.name)
     }
 
+    /// A connection of its own that never reconnects behind its user's back: what is sent
+    /// on it reaches Redis in the order sent, on one socket, or fails; after a failure, open
+    /// a new one. For pipelined flushes, whose order must not change across a reconnect.
+    pub(crate) async fn ordered(&self) -> Result<MultiplexedConnection> {
+        self.dedicated(RESPONSE_TIMEOUT).await
+    }
+
     /// A publish/subscribe connection (for deploy notifications).
     pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
         self.client.get_async_pubsub().await.pool(&self.name)

@@ -1,9 +1,12 @@
 //! The flusher: buffers events and sends them in one transaction per pool.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
+use futures::future::{MaybeDone, maybe_done};
+use redis::aio::MultiplexedConnection;
 use serde::Serialize;
-use tokio::task::JoinHandle;
 
 use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
@@ -15,8 +18,16 @@ type PoolEvents = Vec<(usize, NewEvent)>;
 /// Per event of a pool's transaction, in order: its new ID, or why its `XADD` failed.
 type Written = Vec<redis::RedisResult<String>>;
 
-/// The task sending one pool's transaction.
-type SendTask = JoinHandle<Result<Written>>;
+/// Redis's answer to one pool's transaction, polled in place until it is in.
+type Reply = MaybeDone<Pin<Box<dyn Future<Output = Result<Written>> + Send>>>;
+
+/// One pool's transaction sent by [`start_flush`](Flusher::start_flush) and not yet settled.
+struct Flight {
+    pool: String,
+    /// Its events, kept for a resend until Redis's answer says they were written.
+    events: PoolEvents,
+    reply: Reply,
+}
 
 /// Buffers events and publishes them with [`flush`](Flusher::flush): one `MULTI`/`EXEC`
 /// pipeline per pool, order kept within each stream.
@@ -27,15 +38,21 @@ type SendTask = JoinHandle<Result<Written>>;
 ///
 /// For a steady stream of events, [`start_flush`](Flusher::start_flush) sends the buffer
 /// without waiting for Redis's answer, so the next events are buffered while Redis writes
-/// these (one flush in flight at a time, so order and the resend on failure are kept).
+/// these.
 pub struct Flusher {
     engine: Engine,
     /// Per pool, the buffered events with their position in publish order.
     buffer: BTreeMap<String, PoolEvents>,
     next: usize,
-    /// The flush started by [`start_flush`](Flusher::start_flush) and not yet answered:
-    /// per pool, its events (kept for a resend) and the task sending them.
-    in_flight: Vec<(String, PoolEvents, SendTask)>,
+    /// Transactions sent by [`start_flush`](Flusher::start_flush), oldest first.
+    in_flight: Vec<Flight>,
+    /// Per pool, the connection [`start_flush`](Flusher::start_flush) sends on: one socket,
+    /// never reconnected, so transactions in flight reach Redis in the order sent or fail.
+    /// Dropped when a transaction on it fails; the next one opens a new connection.
+    ordered: BTreeMap<String, MultiplexedConnection>,
+    /// IDs (with publish positions) of written events not yet returned to the caller:
+    /// a call that returns an error leaves them for the next successful call.
+    written: Vec<(usize, String)>,
 }
 
 impl Flusher {
@@ -45,6 +62,8 @@ impl Flusher {
             buffer: BTreeMap::new(),
             next: 0,
             in_flight: Vec::new(),
+            ordered: BTreeMap::new(),
+            written: Vec::new(),
         }
     }
 
@@ -85,11 +104,7 @@ impl Flusher {
     /// How many events are not yet known to be written: buffered, or in a flush started
     /// by [`start_flush`](Self::start_flush) that Redis has not answered yet.
     pub fn len(&self) -> usize {
-        let in_flight: usize = self
-            .in_flight
-            .iter()
-            .map(|(_, events, _)| events.len())
-            .sum();
+        let in_flight: usize = self.in_flight.iter().map(|f| f.events.len()).sum();
         self.buffer.values().map(Vec::len).sum::<usize>() + in_flight
     }
 
@@ -98,27 +113,32 @@ impl Flusher {
         self.len() == 0
     }
 
-    /// Sends the buffer and returns the new IDs in publish order (of the events buffered
-    /// since the last successful flush, including those of a flush still in flight from
-    /// [`start_flush`](Self::start_flush), which this waits for first).
+    /// Sends the buffer and returns the new IDs in publish order: of the events buffered
+    /// since the last successful flush, including those of flushes still in flight from
+    /// [`start_flush`](Self::start_flush), which this waits for first.
     ///
     /// Each pool gets one atomic pipeline. If a pool fails, its events stay buffered, the
     /// other pools' are sent, and the error names the failed pool; flush again to resend.
-    /// When Redis ran a pool's transaction but refused some of its `XADD`s (a stream key
-    /// holding another type), the written events leave the buffer and only the refused
+    /// The IDs of the events a failing call did write are returned by the next successful
+    /// call. When Redis ran a pool's transaction but refused some of its `XADD`s (a stream
+    /// key holding another type), the written events leave the buffer and only the refused
     /// ones stay, so a resend never duplicates an event.
     pub async fn flush(&mut self) -> Result<Vec<String>> {
-        let mut ids = self.settle().await?;
+        self.settle(self.in_flight.len()).await?;
         let mut first_error = None;
         let pools: Vec<String> = self.buffer.keys().cloned().collect();
         for pool_name in pools {
             let events = &self.buffer[&pool_name];
-            let result = send(&self.engine, &pool_name, events).await;
+            let result = async {
+                let mut con = self.engine.pool(&pool_name)?.connection().await?;
+                send(&mut con, &pool_name, &transaction(events), events.len()).await
+            }
+            .await;
             let events = match result {
                 Ok(_) => self.buffer.remove(&pool_name).unwrap_or_default(),
                 Err(_) => Vec::new(),
             };
-            if let Err(e) = self.absorb(pool_name, events, result, &mut ids) {
+            if let Err(e) = self.absorb(pool_name, events, result) {
                 first_error.get_or_insert(e);
             }
         }
@@ -126,19 +146,29 @@ impl Flusher {
             return Err(e);
         }
         self.next = 0;
-        Ok(in_publish_order(ids))
+        Ok(self.take_written())
     }
 
-    /// Starts sending the buffer and returns without waiting for Redis's answer, so the
-    /// caller can buffer the next events while Redis writes these: a pipelined flush.
+    /// Sends the buffer and returns without waiting for Redis's answer, so the caller can
+    /// buffer the next events while Redis writes these: a pipelined flush.
     ///
-    /// At most one flush is in flight: this first waits for the one started before and
-    /// returns *its* IDs in publish order (empty on the first call). If that one failed
-    /// for a pool, its events go back to the front of the buffer (before the events
-    /// buffered since, so order is kept), nothing new is sent, and the error is returned;
-    /// call again (or [`flush`](Self::flush)) to resend. [`flush`](Self::flush) waits for
-    /// the flush in flight and sends the rest; call it last, since dropping the flusher
-    /// leaves a flush in flight unobserved.
+    /// Each call sends what is buffered, then waits for the flush started by the call
+    /// before and returns *its* IDs in publish order (empty on the first call). So one
+    /// flush is in flight while the caller buffers, and Redis already has the next one
+    /// when it answers the last, never waiting for the client. A pool's flushes go out in
+    /// order on a connection of their own that never reconnects in between, so a lost
+    /// connection fails every flush in flight on it.
+    ///
+    /// When a flush fails for a pool, every flush in flight is settled before the error is
+    /// returned, and the events not written go back to the buffer in publish order, ahead
+    /// of anything buffered since; call again (or [`flush`](Self::flush)) to resend.
+    /// Within each stream publish order is kept, with one exception: if Redis refuses a
+    /// whole transaction (out of memory, say) but accepts the one sent right after it,
+    /// the refused events are written after that one's when resent. Use
+    /// [`flush`](Self::flush) alone where even that must not happen.
+    ///
+    /// Call [`flush`](Self::flush) last: it waits for the flushes in flight and sends the
+    /// rest; dropping the flusher leaves a flush in flight unobserved.
     ///
     /// ```no_run
     /// # async fn example(broker: beehive::EventBroker) -> beehive::Result<()> {
@@ -155,63 +185,94 @@ impl Flusher {
     /// # Ok(()) }
     /// ```
     pub async fn start_flush(&mut self) -> Result<Vec<String>> {
-        let ids = in_publish_order(self.settle().await?);
-        for (pool_name, events) in std::mem::take(&mut self.buffer) {
-            let (engine, name) = (self.engine.clone(), pool_name.clone());
-            let pipe = transaction(&events);
-            let expected = events.len();
-            let task =
-                tokio::spawn(async move { send_pipeline(&engine, &name, &pipe, expected).await });
-            self.in_flight.push((pool_name, events, task));
+        let older = self.in_flight.len();
+        if let Err(e) = self.open_ordered().await {
+            // Nothing new was sent; settle what is in flight so the buffer is whole.
+            let _ = self.settle(self.in_flight.len()).await;
+            return Err(e);
         }
-        // A task spawned (or woken) by a runtime worker waits in that worker's LIFO slot,
-        // which other workers cannot steal: without a yield, the send would only start when
-        // the caller next awaits, after buffering the next events, and nothing would overlap.
+        for (pool, events) in std::mem::take(&mut self.buffer) {
+            let mut con = self.ordered[&pool].clone();
+            let (name, pipe, expected) = (pool.clone(), transaction(&events), events.len());
+            let mut reply: Reply = maybe_done(Box::pin(async move {
+                send(&mut con, &name, &pipe, expected).await
+            }));
+            // The first poll hands the transaction to the connection's writer (a FIFO
+            // channel), so transactions reach Redis in the order they were started.
+            let _ = futures::poll!(&mut reply);
+            self.in_flight.push(Flight {
+                pool,
+                events,
+                reply,
+            });
+        }
+        // The connection's writer task was woken from this worker, into its LIFO slot,
+        // which other workers cannot steal: yield so it writes now, not when the caller
+        // next awaits after buffering the next events.
         tokio::task::yield_now().await;
-        Ok(ids)
+        self.settle(older).await?;
+        Ok(self.take_written())
     }
 
-    /// Waits for the flush in flight. Failed pools' events go back to the front of the
-    /// buffer. Cancel-safe: a pool's events leave `in_flight` only once its answer is in.
-    async fn settle(&mut self) -> Result<Vec<(usize, String)>> {
-        let mut ids = Vec::new();
+    /// Opens the ordered connection of every pool with buffered events that lacks one.
+    async fn open_ordered(&mut self) -> Result<()> {
+        for pool in self.buffer.keys() {
+            if !self.ordered.contains_key(pool) {
+                let con = self.engine.pool(pool)?.ordered().await?;
+                self.ordered.insert(pool.clone(), con);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest `count` flights; if one fails, for every flight, so the buffer
+    /// holds every event not written, in publish order. Written events' IDs go to
+    /// `written`. Cancel-safe: a flight leaves `in_flight` only once its answer is in.
+    async fn settle(&mut self, count: usize) -> Result<()> {
         let mut first_error = None;
-        while let Some((_, _, task)) = self.in_flight.first_mut() {
-            let result = task.await;
-            let (pool_name, events, _) = self.in_flight.remove(0);
-            let result = result.unwrap_or_else(|e| {
-                Err(Error::Validation(format!(
-                    "redis pool {pool_name}: the flush task failed: {e}"
-                )))
-            });
-            if let Err(e) = self.absorb(pool_name, events, result, &mut ids) {
+        let mut settled = 0;
+        while settled < count || (first_error.is_some() && !self.in_flight.is_empty()) {
+            let Some(flight) = self.in_flight.first_mut() else {
+                break;
+            };
+            (&mut flight.reply).await;
+            let result = Pin::new(&mut flight.reply)
+                .take_output()
+                .expect("a reply that completed has an output");
+            let Flight { pool, events, .. } = self.in_flight.remove(0);
+            if result.is_err() {
+                // Whatever was sent after this transaction on its connection may or may
+                // not have reached Redis; the next flush starts on a new connection.
+                self.ordered.remove(&pool);
+            }
+            if let Err(e) = self.absorb(pool, events, result) {
                 first_error.get_or_insert(e);
             }
+            settled += 1;
         }
         match first_error {
             Some(e) => Err(e),
-            None => Ok(ids),
+            None => Ok(()),
         }
     }
 
     /// Takes one pool's answer for `events` (taken out of the buffer or the flight): the
-    /// IDs of the written events go to `ids`; events not written go back to the front of
-    /// the pool's buffer, ahead of anything buffered since. When the whole transaction
-    /// failed, `events` may be empty because they never left the buffer.
+    /// IDs of the written events go to `written`; events not written go back to the
+    /// buffer, in publish order with what is there. When the whole transaction failed,
+    /// `events` may be empty because they never left the buffer.
     fn absorb(
         &mut self,
         pool_name: String,
         events: PoolEvents,
         result: Result<Written>,
-        ids: &mut Vec<(usize, String)>,
     ) -> Result<()> {
-        let (mut kept, error) = match result {
+        let (kept, error) = match result {
             Ok(written) => {
                 let mut kept = Vec::new();
                 let mut refused = None;
                 for ((pos, event), result) in events.into_iter().zip(written) {
                     match result {
-                        Ok(id) => ids.push((pos, id)),
+                        Ok(id) => self.written.push((pos, id)),
                         Err(e) => {
                             refused.get_or_insert_with(|| Error::Redis {
                                 pool: pool_name.clone(),
@@ -233,21 +294,20 @@ impl Flusher {
             Err(e) => (events, e),
         };
         let buffered = self.buffer.entry(pool_name.clone()).or_default();
-        kept.append(buffered);
-        *buffered = kept;
+        buffered.extend(kept);
+        // Two sorted runs (what came back, what was buffered since): a stable sort by
+        // publish position merges them.
+        buffered.sort_by_key(|(pos, _)| *pos);
         tracing::warn!(pool = %pool_name, error = %error, buffered = buffered.len(), "flush failed; events stay buffered");
         Err(error)
     }
-}
 
-fn in_publish_order(mut ids: Vec<(usize, String)>) -> Vec<String> {
-    ids.sort_unstable_by_key(|(pos, _)| *pos);
-    ids.into_iter().map(|(_, id)| id).collect()
-}
-
-/// Sends `events` to pool `pool_name` in one `MULTI`/`EXEC`; returns each `XADD`'s result.
-async fn send(engine: &Engine, pool_name: &str, events: &[(usize, NewEvent)]) -> Result<Written> {
-    send_pipeline(engine, pool_name, &transaction(events), events.len()).await
+    /// The IDs not yet returned, in publish order.
+    fn take_written(&mut self) -> Vec<String> {
+        let mut ids = std::mem::take(&mut self.written);
+        ids.sort_unstable_by_key(|(pos, _)| *pos);
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
 }
 
 /// `MULTI`, an `XADD` per event, `EXEC`.
@@ -262,14 +322,14 @@ fn transaction(events: &[(usize, NewEvent)]) -> redis::Pipeline {
     pipe
 }
 
-async fn send_pipeline(
-    engine: &Engine,
+/// Sends one pool's transaction of `expected` events; returns each `XADD`'s result.
+async fn send(
+    con: &mut impl redis::aio::ConnectionLike,
     pool_name: &str,
     pipe: &redis::Pipeline,
     expected: usize,
 ) -> Result<Written> {
-    let mut con = engine.pool(pool_name)?.connection().await?;
-    let written: Written = pipe.query_async(&mut con).await.pool(pool_name)?;
+    let written: Written = pipe.query_async(con).await.pool(pool_name)?;
     if written.len() != expected {
         return Err(Error::Validation(format!(
             "redis pool {pool_name}: flush returned {} replies for {expected} events",

@@ -207,6 +207,22 @@ async fn flush_once_reconnected(flusher: &mut beehive::Flusher) -> Vec<String> {
     panic!("no flush succeeded after the restart: {last:?}")
 }
 
+/// The same with `start_flush`, then `flush`: every ID from the first successful call on.
+async fn start_flush_once_reconnected(flusher: &mut beehive::Flusher) -> Vec<String> {
+    let mut last = None;
+    for _ in 0..50 {
+        match flusher.start_flush().await {
+            Ok(mut ids) => {
+                ids.extend(flusher.flush().await.unwrap());
+                return ids;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no start_flush succeeded after the restart: {last:?}")
+}
+
 #[tokio::test]
 async fn the_flusher_keeps_its_buffer_while_redis_is_down() {
     let mut server = redis();
@@ -237,54 +253,70 @@ async fn the_flusher_keeps_its_buffer_while_redis_is_down() {
     );
 }
 
-/// The bodies of `stream`'s entries, in stream order.
-async fn bodies(server: &beehive_tests::RedisServer, stream: &str) -> Vec<u32> {
+/// `stream`'s entries as `(id, fields)`, in stream order.
+async fn xrange(server: &beehive_tests::RedisServer, stream: &str) -> Vec<(String, Vec<Vec<u8>>)> {
     let mut con = raw(server).await;
-    let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+    redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
         .arg("+")
         .query_async(&mut con)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The bodies of `stream`'s entries, in stream order.
+async fn bodies(server: &beehive_tests::RedisServer, stream: &str) -> Vec<u32> {
+    let entries = xrange(server, stream).await;
     entries
         .into_iter()
         .map(|(_, fields)| rmp_serde::from_slice(&fields[1]).unwrap())
         .collect()
 }
 
+/// The IDs `stream` holds, in stream order.
+async fn entry_ids(server: &beehive_tests::RedisServer, stream: &str) -> Vec<String> {
+    let entries = xrange(server, stream).await;
+    entries.into_iter().map(|(id, _)| id).collect()
+}
+
 #[tokio::test]
-async fn start_flush_keeps_one_flush_in_flight_and_reports_its_ids_with_the_next_call() {
+async fn start_flush_keeps_a_flush_in_flight_and_reports_its_ids_with_the_next_call() {
     let server = redis();
     let engine = engine(&server, &[("stream-a", &["g"]), ("stream-b", &["g"])]).await;
     let mut flusher = engine.event_broker().new_flusher();
     let mut ids = Vec::new();
-    for batch in 0..5u32 {
-        for i in 0..10 {
-            // Alternate pools' streams so IDs are gathered across pools in publish order.
+    // Enough batches that flushes overlap on the wire: each is sent before the answer to
+    // the one before is awaited, and must still reach Redis in order.
+    let (batches, per_batch) = (40u32, 50u32);
+    for batch in 0..batches {
+        for i in 0..per_batch {
+            // Alternate streams so IDs are gathered across streams in publish order.
             let stream = if i % 2 == 0 { "stream-a" } else { "stream-b" };
             flusher
-                .publish(stream, &(batch * 10 + i), &[] as &[(&str, &str)])
+                .publish(stream, &(batch * per_batch + i), &[] as &[(&str, &str)])
                 .unwrap();
         }
         let written = flusher.start_flush().await.unwrap();
         // The first call has nothing answered yet; later calls return the batch before.
-        assert_eq!(written.len(), if batch == 0 { 0 } else { 10 });
+        let expected = if batch == 0 { 0 } else { per_batch as usize };
+        assert_eq!(written.len(), expected);
         ids.extend(written);
         assert_eq!(
             flusher.len(),
-            10,
+            per_batch as usize,
             "the batch in flight is not known written yet"
         );
     }
     ids.extend(flusher.flush().await.unwrap());
     assert!(flusher.is_empty());
-    assert_eq!(ids.len(), 50);
+    let total = batches * per_batch;
+    assert_eq!(ids.len(), total as usize);
 
     let a = bodies(&server, "stream-a").await;
     let b = bodies(&server, "stream-b").await;
-    assert_eq!(a, (0..50).filter(|n| n % 2 == 0).collect::<Vec<_>>());
-    assert_eq!(b, (0..50).filter(|n| n % 2 == 1).collect::<Vec<_>>());
+    assert_eq!(a, (0..total).filter(|n| n % 2 == 0).collect::<Vec<_>>());
+    assert_eq!(b, (0..total).filter(|n| n % 2 == 1).collect::<Vec<_>>());
     // IDs come back in publish order: event n's ID is the one its stream holds for it.
     let events = drain(&engine, "g").await;
     for (n, id) in ids.iter().enumerate() {
@@ -298,14 +330,16 @@ async fn start_flush_keeps_one_flush_in_flight_and_reports_its_ids_with_the_next
 }
 
 #[tokio::test]
-async fn a_failed_flush_in_flight_is_resent_before_what_was_buffered_since() {
+async fn flushes_in_flight_on_a_lost_connection_are_resent_in_publish_order() {
     let mut server = redis();
     let engine = engine(&server, &[("stream-a", &["g"])]).await;
     let mut flusher = engine.event_broker().new_flusher();
+    // Opens start_flush's connection; the server then goes away under it.
     flusher
         .publish("stream-a", &0u32, &[] as &[(&str, &str)])
         .unwrap();
-    flusher.flush().await.unwrap();
+    assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
+    assert_eq!(flusher.flush().await.unwrap().len(), 1);
 
     server.stop();
     for n in 1..4u32 {
@@ -313,25 +347,120 @@ async fn a_failed_flush_in_flight_is_resent_before_what_was_buffered_since() {
             .publish("stream-a", &n, &[] as &[(&str, &str)])
             .unwrap();
     }
-    // Sent in the background to a server that is down.
+    // Sent on the dead connection; only the flush before (none) is waited for.
     assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
     for n in 4..6u32 {
         flusher
             .publish("stream-a", &n, &[] as &[(&str, &str)])
             .unwrap();
     }
+    // Sent too, then the answer to [1, 2, 3] is a failure: both flushes settle.
     let err = flusher.start_flush().await.unwrap_err();
     assert!(err.to_string().contains("redis pool default"), "{err}");
     assert_eq!(flusher.len(), 5, "nothing dropped");
 
+    // With the server still down, start_flush cannot open a new connection: it fails
+    // without sending, and keeps everything.
+    flusher
+        .publish("stream-a", &6u32, &[] as &[(&str, &str)])
+        .unwrap();
+    let err = flusher.start_flush().await.unwrap_err();
+    assert!(err.to_string().contains("redis pool default"), "{err}");
+    assert_eq!(flusher.len(), 6);
+
     server.restart().unwrap();
-    let ids = flush_once_reconnected(&mut flusher).await;
-    assert_eq!(ids.len(), 5);
+    let ids = start_flush_once_reconnected(&mut flusher).await;
+    assert_eq!(ids.len(), 6);
     assert_eq!(
         bodies(&server, "stream-a").await,
-        vec![1, 2, 3, 4, 5],
-        "the restarted server kept nothing; the failed flush's events came first, once"
+        vec![1, 2, 3, 4, 5, 6],
+        "the restarted server kept nothing; both failed flushes' events came back, in order, once"
     );
+}
+
+#[tokio::test]
+async fn after_a_failed_flush_nothing_new_is_sent_before_the_flushes_in_flight_settle() {
+    let server = redis();
+    let engine = engine(&server, &[("stream-a", &["g"])]).await;
+    let mut flusher = engine.event_broker().new_flusher();
+    flusher
+        .publish("stream-a", &0u32, &[] as &[(&str, &str)])
+        .unwrap();
+    assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
+    assert_eq!(flusher.flush().await.unwrap().len(), 1);
+
+    // Redis closes start_flush's connection (and any other) while staying up.
+    let mut con = raw(&server).await;
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .exec_async(&mut con)
+        .await
+        .unwrap();
+    for n in 1..4u32 {
+        flusher
+            .publish("stream-a", &n, &[] as &[(&str, &str)])
+            .unwrap();
+    }
+    assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
+    for n in 4..6u32 {
+        flusher
+            .publish("stream-a", &n, &[] as &[(&str, &str)])
+            .unwrap();
+    }
+    assert!(flusher.start_flush().await.is_err());
+
+    // The next call opens a new connection and sends every event not written, 6 after
+    // 1..=5: the failed flushes were settled before the error came back.
+    flusher
+        .publish("stream-a", &6u32, &[] as &[(&str, &str)])
+        .unwrap();
+    assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
+    assert_eq!(flusher.flush().await.unwrap().len(), 6);
+    assert_eq!(bodies(&server, "stream-a").await, vec![0, 1, 2, 3, 4, 5, 6]);
+}
+
+#[tokio::test]
+async fn ids_written_by_a_failing_flush_come_with_the_next_successful_one() {
+    let (server_a, mut server_b) = (redis(), redis());
+    let mut registry = beehive::Registry::new();
+    registry.register_redis(&server_a.address(), "", 0, "pool-a");
+    registry.register_redis(&server_b.address(), "", 0, "pool-b");
+    registry.register_redis_stream("stream-a", "pool-a", &["ga"]);
+    registry.register_redis_stream("stream-b", "pool-b", &["gb"]);
+    let engine = registry.validate().await.unwrap().create_engine();
+    let mut flusher = engine.event_broker().new_flusher();
+
+    server_b.stop();
+    for (stream, n) in [("stream-a", 1u32), ("stream-b", 2), ("stream-a", 3)] {
+        flusher.publish(stream, &n, &[] as &[(&str, &str)]).unwrap();
+    }
+    let err = flusher.flush().await.unwrap_err().to_string();
+    assert!(
+        err.contains("pool-b"),
+        "the error names the failed pool: {err}"
+    );
+    assert_eq!(flusher.len(), 1, "pool-a's events were written");
+    assert_eq!(bodies(&server_a, "stream-a").await, vec![1, 3]);
+
+    server_b.restart().unwrap();
+    let ids = flush_once_reconnected(&mut flusher).await;
+    assert_eq!(
+        ids.len(),
+        3,
+        "every event's ID, the earlier call's too: {ids:?}"
+    );
+    // In publish order: 1 and 3 are stream-a's entries, 2 is stream-b's.
+    let ids_a = entry_ids(&server_a, "stream-a").await;
+    let ids_b = entry_ids(&server_b, "stream-b").await;
+    assert_eq!(
+        ids,
+        vec![ids_a[0].clone(), ids_b[0].clone(), ids_a[1].clone()]
+    );
+    assert!(flusher.is_empty());
 }
 
 #[tokio::test]
@@ -369,13 +498,19 @@ async fn an_xadd_refused_inside_a_flush_keeps_only_its_event_and_duplicates_noth
         .exec_async(&mut con)
         .await
         .unwrap();
-    assert_eq!(flusher.flush().await.unwrap().len(), 1);
+    let ids = flusher.flush().await.unwrap();
     assert_eq!(
         bodies(&server, "stream-a").await,
         vec![1, 3],
         "nothing resent"
     );
     assert_eq!(bodies(&server, "stream-b").await, vec![2]);
+    // The failed call's written IDs come with this one, all in publish order.
+    let (a, b) = (
+        entry_ids(&server, "stream-a").await,
+        entry_ids(&server, "stream-b").await,
+    );
+    assert_eq!(ids, vec![a[0].clone(), b[0].clone(), a[1].clone()]);
 
     // The same through start_flush: the refused event goes back to the buffer.
     redis::cmd("SET")
