@@ -117,7 +117,7 @@ impl Flusher {
     /// since the last successful flush, including those of flushes still in flight from
     /// [`start_flush`](Self::start_flush), which this waits for first.
     ///
-    /// Each pool gets one atomic pipeline. If a pool fails, its events stay buffered, the
+    /// Each pool gets one atomic pipeline, all sent at once. If a pool fails, its events stay buffered, the
     /// other pools' are sent, and the error names the failed pool; flush again to resend.
     /// The IDs of the events a failing call did write are returned by the next successful
     /// call. When Redis ran a pool's transaction but refused some of its `XADD`s (a stream
@@ -125,15 +125,19 @@ impl Flusher {
     /// ones stay, so a resend never duplicates an event.
     pub async fn flush(&mut self) -> Result<Vec<String>> {
         self.settle(self.in_flight.len()).await?;
-        let mut first_error = None;
-        let pools: Vec<String> = self.buffer.keys().cloned().collect();
-        for pool_name in pools {
-            let events = &self.buffer[&pool_name];
+        // Every pool's transaction at once: a flush takes as long as the slowest pool.
+        let engine = &self.engine;
+        let sends = self.buffer.iter().map(|(pool_name, events)| async move {
             let result = async {
-                let mut con = self.engine.pool(&pool_name)?.connection().await?;
-                send(&mut con, &pool_name, &transaction(events), events.len()).await
+                let mut con = engine.pool(pool_name)?.connection().await?;
+                send(&mut con, pool_name, &transaction(events), events.len()).await
             }
             .await;
+            (pool_name.clone(), result)
+        });
+        let results = futures::future::join_all(sends).await;
+        let mut first_error = None;
+        for (pool_name, result) in results {
             let events = match result {
                 Ok(_) => self.buffer.remove(&pool_name).unwrap_or_default(),
                 Err(_) => Vec::new(),
