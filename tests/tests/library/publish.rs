@@ -329,41 +329,47 @@ async fn start_flush_keeps_a_flush_in_flight_and_reports_its_ids_with_the_next_c
     }
 }
 
+/// Buffers one `stream-a` event per body in `bodies`.
+fn publish_to_a(flusher: &mut beehive::Flusher, bodies: std::ops::Range<u32>) {
+    for n in bodies {
+        flusher
+            .publish("stream-a", &n, &[] as &[(&str, &str)])
+            .unwrap();
+    }
+}
+
+/// Writes event 0 through `start_flush`, which opens the flusher's own connection.
+async fn open_start_flush_connection(flusher: &mut beehive::Flusher) {
+    publish_to_a(flusher, 0..1);
+    assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
+    assert_eq!(flusher.flush().await.unwrap().len(), 1);
+}
+
+/// With start_flush's connection lost: sends [1, 2, 3] (the call succeeds: only the flush
+/// before, none, is waited for), then [4, 5]; that call learns [1, 2, 3] failed and
+/// returns the error.
+async fn two_flushes_on_a_lost_connection(flusher: &mut beehive::Flusher) -> Error {
+    publish_to_a(flusher, 1..4);
+    assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
+    publish_to_a(flusher, 4..6);
+    flusher.start_flush().await.unwrap_err()
+}
+
 #[tokio::test]
 async fn flushes_in_flight_on_a_lost_connection_are_resent_in_publish_order() {
     let mut server = redis();
     let engine = engine(&server, &[("stream-a", &["g"])]).await;
     let mut flusher = engine.event_broker().new_flusher();
-    // Opens start_flush's connection; the server then goes away under it.
-    flusher
-        .publish("stream-a", &0u32, &[] as &[(&str, &str)])
-        .unwrap();
-    assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
-    assert_eq!(flusher.flush().await.unwrap().len(), 1);
+    open_start_flush_connection(&mut flusher).await;
 
     server.stop();
-    for n in 1..4u32 {
-        flusher
-            .publish("stream-a", &n, &[] as &[(&str, &str)])
-            .unwrap();
-    }
-    // Sent on the dead connection; only the flush before (none) is waited for.
-    assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
-    for n in 4..6u32 {
-        flusher
-            .publish("stream-a", &n, &[] as &[(&str, &str)])
-            .unwrap();
-    }
-    // Sent too, then the answer to [1, 2, 3] is a failure: both flushes settle.
-    let err = flusher.start_flush().await.unwrap_err();
+    let err = two_flushes_on_a_lost_connection(&mut flusher).await;
     assert!(err.to_string().contains("redis pool default"), "{err}");
-    assert_eq!(flusher.len(), 5, "nothing dropped");
+    assert_eq!(flusher.len(), 5, "nothing dropped: both flushes settled");
 
     // With the server still down, start_flush cannot open a new connection: it fails
     // without sending, and keeps everything.
-    flusher
-        .publish("stream-a", &6u32, &[] as &[(&str, &str)])
-        .unwrap();
+    publish_to_a(&mut flusher, 6..7);
     let err = flusher.start_flush().await.unwrap_err();
     assert!(err.to_string().contains("redis pool default"), "{err}");
     assert_eq!(flusher.len(), 6);
@@ -383,11 +389,7 @@ async fn after_a_failed_flush_nothing_new_is_sent_before_the_flushes_in_flight_s
     let server = redis();
     let engine = engine(&server, &[("stream-a", &["g"])]).await;
     let mut flusher = engine.event_broker().new_flusher();
-    flusher
-        .publish("stream-a", &0u32, &[] as &[(&str, &str)])
-        .unwrap();
-    assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
-    assert_eq!(flusher.flush().await.unwrap().len(), 1);
+    open_start_flush_connection(&mut flusher).await;
 
     // Redis closes start_flush's connection (and any other) while staying up.
     let mut con = raw(&server).await;
@@ -400,24 +402,11 @@ async fn after_a_failed_flush_nothing_new_is_sent_before_the_flushes_in_flight_s
         .exec_async(&mut con)
         .await
         .unwrap();
-    for n in 1..4u32 {
-        flusher
-            .publish("stream-a", &n, &[] as &[(&str, &str)])
-            .unwrap();
-    }
-    assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
-    for n in 4..6u32 {
-        flusher
-            .publish("stream-a", &n, &[] as &[(&str, &str)])
-            .unwrap();
-    }
-    assert!(flusher.start_flush().await.is_err());
+    two_flushes_on_a_lost_connection(&mut flusher).await;
 
     // The next call opens a new connection and sends every event not written, 6 after
     // 1..=5: the failed flushes were settled before the error came back.
-    flusher
-        .publish("stream-a", &6u32, &[] as &[(&str, &str)])
-        .unwrap();
+    publish_to_a(&mut flusher, 6..7);
     assert_eq!(flusher.start_flush().await.unwrap(), Vec::<String>::new());
     assert_eq!(flusher.flush().await.unwrap().len(), 6);
     assert_eq!(bodies(&server, "stream-a").await, vec![0, 1, 2, 3, 4, 5, 6]);
