@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -19,11 +20,12 @@ use tracing::Instrument;
 
 use crate::commands::{self, RawEntry};
 use crate::commit::{CommitBatch, LOCK_LOST};
-use crate::engine::Engine;
+use crate::engine::{Engine, RESPONSE_TIMEOUT};
 use crate::error::{Error, PoolContext, Result};
 use crate::event::{EntryId, Event, NewEvent};
 use crate::lock::Lock;
 use crate::metrics::{BatchCounts, Metrics};
+use crate::page_reader::PageReader;
 use crate::registry::GroupDef;
 
 /// What a handler decided for one event.
@@ -264,6 +266,7 @@ impl Consumer {
             name: consumer_name(nr),
             con,
             reader: None,
+            pages: Pages::Unopened,
             streams: self
                 .group
                 .streams
@@ -352,6 +355,8 @@ struct Run<'a> {
     name: String,
     con: ConnectionManager,
     reader: Option<Reader>,
+    /// Where reads ahead go.
+    pages: Pages,
     streams: Vec<Arc<str>>,
     /// Entries delivered to us but not handled yet (a read may return more than `count`).
     queue: VecDeque<Event>,
@@ -388,6 +393,18 @@ fn new_events(reply: redis::Value, streams: &[Arc<str>]) -> redis::RedisResult<V
         events.extend(entries.into_iter().map(|entry| entry.into_event(stream)));
     }
     Ok(events)
+}
+
+/// Where a consumer's reads ahead go: a connection of its own whose replies are parsed
+/// without redis-rs's generic parser, or the shared connection.
+enum Pages {
+    /// Not tried yet (or to be reopened after a connection error).
+    Unopened,
+    Own(PageReader),
+    /// The address is not plain TCP with RESP2: always the shared connection.
+    Unsupported,
+    /// Opening failed: the shared connection until the next connection error.
+    Failed,
 }
 
 /// A connection for blocking reads, with its server-side client ID (to unblock it).
@@ -464,8 +481,11 @@ impl Run<'_> {
                 tracing::debug!(group = %self.group(), consumer = %self.name, entries = self.queue.len(), "queued entries waited too long to finish before min-idle; re-reading them");
                 self.settle().await?;
                 self.queue.clear();
-                // Entries of reads still in flight are re-read by the pending pass too.
-                self.reading.clear();
+                // Entries of reads still in flight are re-read by the pending pass too:
+                // wait until Redis has run those reads, so the pass sees what they deliver.
+                for (_, read) in self.reading.drain(..) {
+                    let _ = read.await;
+                }
                 self.pending_due = Instant::now();
                 continue;
             }
@@ -513,6 +533,9 @@ impl Run<'_> {
         // Large batches are read in pages of READ_PAGE entries: Redis writes one page while
         // the client parses the one before, instead of handing over one large reply.
         let page = self.count.min(READ_PAGE);
+        if matches!(self.pages, Pages::Unopened) {
+            self.pages = self.open_pages().await;
+        }
         while self.queue.len() + self.reading.len() * page < depth * self.count {
             let args: Vec<(&str, String)> = self
                 .streams
@@ -520,8 +543,14 @@ impl Run<'_> {
                 .map(|s| (&**s, ">".to_string()))
                 .collect();
             let cmd = commands::xreadgroup(self.group(), &self.name, page, None, &args);
-            let mut con = self.con.clone();
-            let mut read = Box::pin(async move { cmd.query_async::<redis::Value>(&mut con).await });
+            let mut read: Pin<Box<dyn Future<Output = redis::RedisResult<redis::Value>> + Send>> =
+                match &self.pages {
+                    Pages::Own(pages) => Box::pin(pages.send(&cmd)),
+                    _ => {
+                        let mut con = self.con.clone();
+                        Box::pin(async move { cmd.query_async::<redis::Value>(&mut con).await })
+                    }
+                };
             // The first poll hands the command to the connection here, so reads reach Redis
             // in order; turning the reply into events happens on a task of its own, which
             // the runtime may run on another worker while this one handles a batch.
@@ -535,6 +564,27 @@ impl Run<'_> {
                 new_events(reply?, &streams)
             });
             self.reading.push_back((Instant::now(), convert));
+        }
+    }
+
+    /// Opens the connection for reads ahead, or says why the shared one is used.
+    async fn open_pages(&self) -> Pages {
+        let pool = match self.consumer.engine.pool(&self.consumer.group.pool) {
+            Ok(pool) => pool,
+            Err(_) => return Pages::Failed,
+        };
+        // Redis takes printable ASCII only in client names.
+        let name: String = format!("beehive-read-ahead:{}:{}", self.group(), self.name)
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+            .collect();
+        match PageReader::connect(pool.connection_info(), &name, RESPONSE_TIMEOUT).await {
+            Ok(Some(pages)) => Pages::Own(pages),
+            Ok(None) => Pages::Unsupported,
+            Err(e) => {
+                tracing::warn!(group = %self.group(), error = %e, "cannot open the read-ahead connection; reading ahead on the shared one");
+                Pages::Failed
+            }
         }
     }
 
@@ -579,6 +629,9 @@ impl Run<'_> {
         }
         if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
             self.reader = None;
+            if !matches!(self.pages, Pages::Unsupported) {
+                self.pages = Pages::Unopened;
+            }
         }
     }
 

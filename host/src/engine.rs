@@ -16,7 +16,7 @@ use crate::gc::{self, GcReport};
 use crate::registry::ValidatedRegistry;
 
 /// Response timeout of shared connections (pipelines, acks, claims, statistics).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a TCP connection to a Redis server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -58,6 +58,11 @@ impl Pool {
     /// a new one. For pipelined flushes, whose order must not change across a reconnect.
     pub(crate) async fn ordered(&self) -> Result<MultiplexedConnection> {
         self.dedicated(RESPONSE_TIMEOUT).await
+    }
+
+    /// Where and how to connect (address, credentials, database).
+    pub(crate) fn connection_info(&self) -> &redis::ConnectionInfo {
+        self.client.get_connection_info()
     }
 
     /// A publish/subscribe connection (for deploy notifications).

@@ -51,6 +51,7 @@ pub mod flusher;
 pub mod gc;
 pub(crate) mod lock;
 pub mod metrics;
+pub(crate) mod page_reader;
 pub mod redis_server;
 pub mod redrive;
 pub mod registry;

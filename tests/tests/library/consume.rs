@@ -463,3 +463,118 @@ async fn large_batches_read_ahead_in_pages_arrive_whole_and_in_order() {
     assert_eq!(pending(&server, "stream-a", "g").await, 0);
     assert_eq!(pending(&server, "stream-b", "g").await, 0);
 }
+
+/// The line of `CLIENT LIST` for the consumer's read-ahead connection, if it is open.
+async fn read_ahead_client(con: &mut redis::aio::MultiplexedConnection) -> Option<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(con)
+        .await
+        .unwrap();
+    list.lines()
+        .find(|l| l.contains(" name=beehive-read-ahead:g:consumer-1 "))
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn reads_ahead_use_a_connection_of_their_own_that_comes_back_after_a_kill() {
+    let server = beehive::redis_server::RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--user",
+        "alice",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "--user",
+        "default",
+        "off",
+    ])
+    .unwrap();
+    let url = format!("redis://alice:pw@{}/3", server.address());
+    let mut registry = beehive::Registry::new();
+    registry.register_redis(&url, "", 0, "default");
+    registry.register_redis_stream("stream-a", "default", &["g"]);
+    let engine = registry.validate().await.unwrap().create_engine();
+    let broker = engine.event_broker();
+    let mut ids = publish_n(&broker, "stream-a", 500).await;
+
+    let consumer = broker.consumer("g").unwrap();
+    let (batches, handler) = recorder();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { consumer.consume(cancel, 10, handler).await }
+    });
+    let handled = |n: usize| {
+        let batches = batches.clone();
+        move || {
+            let done = batches.lock().unwrap().iter().map(Vec::len).sum::<usize>() >= n;
+            std::future::ready(done)
+        }
+    };
+    eventually(
+        "the first 500 events handled",
+        Duration::from_secs(20),
+        handled(500),
+    )
+    .await;
+
+    // The pool's user and database, on a connection named for the group and consumer.
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let line = read_ahead_client(&mut con)
+        .await
+        .expect("a read-ahead connection");
+    assert!(
+        line.contains(" user=alice ") && line.contains(" db=3 "),
+        "{line}"
+    );
+
+    // Killed under the consumer: it keeps going, and reads ahead on a new connection.
+    let id = line
+        .split(' ')
+        .find_map(|kv| kv.strip_prefix("id="))
+        .unwrap()
+        .to_string();
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .exec_async(&mut con)
+        .await
+        .unwrap();
+    ids.extend(publish_n(&broker, "stream-a", 500).await);
+    eventually(
+        "all 1000 events handled",
+        Duration::from_secs(20),
+        handled(1000),
+    )
+    .await;
+    let line = read_ahead_client(&mut con)
+        .await
+        .expect("a new read-ahead connection");
+    assert!(!line.starts_with(&format!("id={id} ")), "{line}");
+
+    cancel.cancel();
+    assert!(run.await.unwrap().unwrap());
+    assert_eq!(
+        ids_of(&batches.lock().unwrap(), "stream-a"),
+        ids,
+        "each event once, in order"
+    );
+    let summary: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg("stream-a")
+        .arg("g")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(summary.0, 0, "nothing left pending");
+}
