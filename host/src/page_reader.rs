@@ -21,6 +21,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Arrays nested deeper than this are refused (an XREADGROUP reply nests four deep).
 const MAX_DEPTH: usize = 16;
 
+/// Where the driver hands one command's reply.
 type Reply = oneshot::Sender<RedisResult<Value>>;
 
 /// A pipelined connection: commands go out in the order [`send`](Self::send) is called and
@@ -33,8 +34,7 @@ pub(crate) struct PageReader {
 
 impl PageReader {
     /// Connects, authenticates and selects the database of `info`; `None` when `info` is
-    /// not plain TCP with RESP2.
-    /// The connection is named `name` (`CLIENT SETNAME`), so `CLIENT LIST` tells it apart.
+    /// not plain TCP with RESP2. The connection is named `name` (`CLIENT SETNAME`), so `CLIENT LIST` tells it apart.
     pub(crate) async fn connect(
         info: &ConnectionInfo,
         name: &str,
@@ -302,11 +302,12 @@ fn length(header: &[u8]) -> RedisResult<i64> {
         .ok_or_else(|| protocol("a bad length"))
 }
 
-fn protocol(what: &'static str) -> RedisError {
+/// Redis sent something that is not RESP2 (or a reply nobody asked for).
+fn protocol(what: impl Into<String>) -> RedisError {
     RedisError::from((
         redis::ErrorKind::Parse,
         "invalid reply from redis",
-        what.to_string(),
+        what.into(),
     ))
 }
 
@@ -332,12 +333,8 @@ fn copy_error(e: &RedisError) -> RedisError {
             e.to_string(),
         ))
     } else {
-        protocol_detail(e.to_string())
+        protocol(e.to_string())
     }
-}
-
-fn protocol_detail(detail: String) -> RedisError {
-    RedisError::from((redis::ErrorKind::Parse, "invalid reply from redis", detail))
 }
 
 #[cfg(test)]
