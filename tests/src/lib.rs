@@ -14,6 +14,29 @@ pub fn redis() -> RedisServer {
     RedisServer::start().expect("start a private redis-server")
 }
 
+/// A private `redis-server` (no persistence) whose only user is `user` with `password`
+/// and every permission; the `default` user is off.
+pub fn redis_with_user(user: &str, password: &str) -> RedisServer {
+    let password = format!(">{password}");
+    RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--user",
+        user,
+        "on",
+        &password,
+        "~*",
+        "&*",
+        "+@all",
+        "--user",
+        "default",
+        "off",
+    ])
+    .expect("start a private redis-server with an ACL user")
+}
+
 /// A registry with one pool `default` on `server` and the given `(stream, groups)`.
 pub fn registry(server: &RedisServer, streams: &[(&str, &[&str])]) -> Registry {
     let mut registry = Registry::new();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use beehive_tests::{
     Beehive, RedisServer, TempDir, beehive_bin, component, engine, eventually, pending,
-    receipt_ids, xlen,
+    receipt_ids, redis_with_user, xlen,
 };
 
 fn config(dir: &TempDir, address: &str) -> std::path::PathBuf {
@@ -139,23 +139,7 @@ async fn a_redis_restart_with_aof_loses_nothing() {
 
 #[tokio::test]
 async fn acl_users_and_passwords_work_and_stay_secret() {
-    let server = RedisServer::start_with(&[
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--user",
-        "alice",
-        "on",
-        ">s3cret-pw",
-        "~*",
-        "&*",
-        "+@all",
-        "--user",
-        "default",
-        "off",
-    ])
-    .unwrap();
+    let server = redis_with_user("alice", "s3cret-pw");
     let dir = TempDir::new();
     let good = config(
         &dir,

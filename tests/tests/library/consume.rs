@@ -478,23 +478,7 @@ async fn read_ahead_client(con: &mut redis::aio::MultiplexedConnection) -> Optio
 
 #[tokio::test]
 async fn reads_ahead_use_a_connection_of_their_own_that_comes_back_after_a_kill() {
-    let server = beehive::redis_server::RedisServer::start_with(&[
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--user",
-        "alice",
-        "on",
-        ">pw",
-        "~*",
-        "&*",
-        "+@all",
-        "--user",
-        "default",
-        "off",
-    ])
-    .unwrap();
+    let server = beehive_tests::redis_with_user("alice", "pw");
     let url = format!("redis://alice:pw@{}/3", server.address());
     let mut registry = beehive::Registry::new();
     registry.register_redis(&url, "", 0, "default");
