@@ -18,7 +18,7 @@ use crate::registry::ValidatedRegistry;
 /// Response timeout of shared connections (pipelines, acks, claims, statistics).
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a TCP connection to a Redis server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Owns the connections to every pool; cheap to clone (an `Arc` inside).
 #[derive(Clone)]

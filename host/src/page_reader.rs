@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-/// How long to wait for the TCP connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::engine::CONNECT_TIMEOUT;
+
 /// Arrays nested deeper than this are refused (an XREADGROUP reply nests four deep).
 const MAX_DEPTH: usize = 16;
 
