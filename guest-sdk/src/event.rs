@@ -9,9 +9,15 @@
 //! str    = len:u32, UTF-8 bytes
 //! ```
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-/// One event of a batch: borrowed from the batch the host passed to `handle-events`.
+use crate::error::{Error, ErrorKind, Result};
+
+/// One event of a batch, borrowed from the bytes the host passed to `handle-events`.
+///
+/// `Event` is `Copy` (a handful of references): its methods take it by value and return
+/// references that live as long as the batch, not the `Event`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event<'a> {
     /// The stream entry ID, e.g. `1700000000000-0`.
@@ -26,7 +32,70 @@ pub struct Event<'a> {
     pub deliveries: u32,
 }
 
-/// Conveniences on [`Event`].
+impl<'a> Event<'a> {
+    /// The entry ID, e.g. `1700000000000-0`.
+    pub fn id(self) -> &'a str {
+        self.id
+    }
+
+    /// The stream the entry was read from.
+    pub fn stream(self) -> &'a str {
+        self.stream
+    }
+
+    /// The MessagePack body; `None` for a metadata-only event.
+    pub fn body(self) -> Option<&'a [u8]> {
+        self.body
+    }
+
+    /// The metadata pairs, in publish order.
+    pub fn meta(self) -> &'a [(&'a str, &'a str)] {
+        self.meta
+    }
+
+    /// How many times the group has delivered this entry; 1 the first time.
+    pub fn deliveries(self) -> u32 {
+        self.deliveries
+    }
+
+    /// Whether this entry was delivered before (and not acknowledged then).
+    pub fn is_redelivery(self) -> bool {
+        self.deliveries > 1
+    }
+
+    /// The value of metadata `key` (its first occurrence), `""` when missing.
+    pub fn tag(self, key: &str) -> &'a str {
+        self.try_tag(key).unwrap_or("")
+    }
+
+    /// The value of metadata `key` (its first occurrence), `None` when missing.
+    pub fn try_tag(self, key: &str) -> Option<&'a str> {
+        self.meta.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// The value of metadata `key`, or a [`ErrorKind::BadInput`] error naming it when
+    /// missing: `let url = event.require_tag("url")?;`
+    pub fn require_tag(self, key: &str) -> Result<&'a str> {
+        self.try_tag(key)
+            .ok_or_else(|| Error::bad_input(format_args!("the event has no {key:?} tag")))
+    }
+
+    /// Decodes the MessagePack body into `T` (structs from maps keyed by field name, as
+    /// BeeORM and `publish` write them). Borrowing types (`&'a str`, `&'a [u8]` with
+    /// `serde_bytes`) borrow from the batch.
+    ///
+    /// A missing body or one that does not decode is an [`ErrorKind::BadInput`] error.
+    pub fn unserialize<T: Deserialize<'a>>(self) -> Result<T> {
+        let body = self
+            .body
+            .ok_or_else(|| Error::bad_input("the event has no body"))?;
+        rmp_serde::from_slice(body).map_err(Error::bad_input)
+    }
+}
+
+/// The methods that are now on [`Event`] itself, kept so that code importing this trait
+/// still builds. Deprecated: drop the import.
+#[doc(hidden)]
 pub trait EventExt {
     /// The entry ID.
     fn id(&self) -> &str;
@@ -35,7 +104,7 @@ pub trait EventExt {
     /// The value of metadata `key`, `""` when missing.
     fn tag(&self, key: &str) -> &str;
     /// Decodes the MessagePack body.
-    fn unserialize<T: DeserializeOwned>(&self) -> Result<T, DecodeError>;
+    fn unserialize<T: DeserializeOwned>(&self) -> Result<T>;
 }
 
 impl EventExt for Event<'_> {
@@ -46,32 +115,16 @@ impl EventExt for Event<'_> {
         self.stream
     }
     fn tag(&self, key: &str) -> &str {
-        self.meta
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
-            .unwrap_or("")
+        Event::tag(*self, key)
     }
-    fn unserialize<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
-        let body = self
-            .body
-            .ok_or_else(|| DecodeError(format!("event {} has no body", self.id)))?;
-        rmp_serde::from_slice(body)
-            .map_err(|e| DecodeError(format!("event {} of {}: {e}", self.id, self.stream)))
+    fn unserialize<T: DeserializeOwned>(&self) -> Result<T> {
+        Event::unserialize(*self)
     }
 }
 
-/// A body that does not decode into the requested type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(pub String);
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DecodeError {}
+/// The error type `unserialize` returned before the SDK had one error type.
+#[doc(hidden)]
+pub type DecodeError = Error;
 
 /// Where one event's parts lie in the batch, before its metadata slice can be borrowed.
 #[derive(Debug)]
@@ -96,7 +149,7 @@ pub struct Batch<'a> {
 impl<'a> Batch<'a> {
     /// Decodes a batch in the packed encoding; the error names the offset where it is
     /// malformed.
-    pub fn decode(bytes: &'a [u8]) -> Result<Self, String> {
+    pub fn decode(bytes: &'a [u8]) -> Result<Self> {
         let mut reader = Reader { bytes, at: 0 };
         let count = reader.u32()? as usize;
         // Every event takes at least 21 bytes: do not trust `count` for the allocation.
@@ -161,11 +214,14 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn error(&self, what: &str) -> String {
-        format!("malformed event batch at byte {}: {what}", self.at)
+    fn error(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Batch,
+            format_args!("malformed event batch at byte {}: {what}", self.at),
+        )
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self
             .at
             .checked_add(n)
@@ -176,23 +232,29 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
+    fn bytes(&mut self) -> Result<&'a [u8]> {
         let len = self.u32()? as usize;
         self.take(len)
     }
 
-    fn str(&mut self) -> Result<&'a str, String> {
+    fn str(&mut self) -> Result<&'a str> {
         let bytes = self.bytes()?;
-        std::str::from_utf8(bytes).map_err(|_| self.error("a string is not UTF-8"))
+        std::str::from_utf8(bytes).map_err(|_| {
+            Reader {
+                bytes: self.bytes,
+                at: self.at - bytes.len(),
+            }
+            .error("a string is not UTF-8")
+        })
     }
 }
 
@@ -249,13 +311,9 @@ mod tests {
         assert_eq!(events[1].body, None);
         assert_eq!(events[1].tag("url"), "/ü");
         assert_eq!(events[1].deliveries, 3);
-        assert!(
-            events[1]
-                .unserialize::<u8>()
-                .unwrap_err()
-                .0
-                .contains("has no body")
-        );
+        let err = events[1].unserialize::<u8>().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadInput);
+        assert_eq!(err.to_string(), "the event has no body");
     }
 
     #[test]
@@ -269,17 +327,34 @@ mod tests {
         // Every truncation is refused.
         for end in 0..bytes.len() {
             let err = Batch::decode(&bytes[..end]).expect_err("truncated");
-            assert!(err.starts_with("malformed event batch at byte"), "{err}");
+            assert_eq!(err.kind(), ErrorKind::Batch);
+            assert!(
+                err.message().starts_with("malformed event batch at byte"),
+                "{err}"
+            );
         }
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert!(Batch::decode(&trailing).unwrap_err().contains("trailing"));
+        assert!(
+            Batch::decode(&trailing)
+                .unwrap_err()
+                .message()
+                .contains("trailing")
+        );
         let mut flag = bytes.clone();
         flag[4 + 4 + 7 + 10] = 7;
-        assert!(Batch::decode(&flag).unwrap_err().contains("body flag 7"));
+        assert!(
+            Batch::decode(&flag)
+                .unwrap_err()
+                .message()
+                .contains("body flag 7")
+        );
         let mut utf8 = bytes.clone();
         utf8[4 + 4 + 4] = 0xff;
-        assert!(Batch::decode(&utf8).unwrap_err().contains("UTF-8"));
+        assert_eq!(
+            Batch::decode(&utf8).unwrap_err().message(),
+            "malformed event batch at byte 12: a string is not UTF-8"
+        );
         // A huge count with no events behind it neither allocates nor panics.
         assert!(Batch::decode(&u32::MAX.to_le_bytes()).is_err());
     }

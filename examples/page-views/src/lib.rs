@@ -9,41 +9,36 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use beehive_guest::{Event, EventExt, Handler, Outcome, info, publish_meta};
+use beehive_guest::{Error, Event, Outcome, Result, info, publish_meta};
 
 thread_local! {
     static TOTALS: RefCell<BTreeMap<String, u64>> = const { RefCell::new(BTreeMap::new()) };
 }
 
-struct PageViews;
-
-impl Handler for PageViews {
-    fn handle(events: &[Event]) -> Result<Vec<Outcome>, String> {
-        let mut batch: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut outcomes = Vec::with_capacity(events.len());
-        for event in events {
-            match event.tag("url") {
-                "" => outcomes.push(Outcome::DeadLetter("page view without a url".into())),
-                url => {
-                    *batch.entry(url).or_default() += 1;
-                    outcomes.push(Outcome::Ack);
-                }
+fn handle(events: &[Event]) -> Result<Vec<Outcome>> {
+    let mut batch: BTreeMap<&str, u64> = BTreeMap::new();
+    // A page view without a url is bad input: dead-lettered, never retried.
+    let outcomes = Outcome::each(events, |event| match event.tag("url") {
+        "" => Err(Error::bad_input("page view without a url")),
+        url => {
+            *batch.entry(url).or_default() += 1;
+            Ok(Outcome::Ack)
+        }
+    })?;
+    if !batch.is_empty() {
+        let pairs: Vec<(&str, String)> =
+            batch.iter().map(|(url, n)| (*url, n.to_string())).collect();
+        // A refused publish fails (and retries) the batch.
+        publish_meta("page-view-totals", &pairs)?;
+        TOTALS.with(|totals| {
+            let mut totals = totals.borrow_mut();
+            for (url, n) in &batch {
+                *totals.entry(url.to_string()).or_default() += n;
             }
-        }
-        if !batch.is_empty() {
-            let pairs: Vec<(&str, String)> =
-                batch.iter().map(|(url, n)| (*url, n.to_string())).collect();
-            publish_meta("page-view-totals", &pairs)?;
-            TOTALS.with(|totals| {
-                let mut totals = totals.borrow_mut();
-                for (url, n) in &batch {
-                    *totals.entry(url.to_string()).or_default() += n;
-                }
-                info(&format!("page views so far: {totals:?}"));
-            });
-        }
-        Ok(outcomes)
+            info!("page views so far: {totals:?}");
+        });
     }
+    Ok(outcomes)
 }
 
-beehive_guest::export_handler!(PageViews);
+beehive_guest::export_handler!(handle);

@@ -1,9 +1,11 @@
 //! Router: reads the `version` tag, decodes the v1 or v2 shape of a colour event and
 //! republishes one normalized shape to `colors-normalized` (meta `source-id`,
-//! `source-version`, `router=rust`). Unknown versions and bodies that do not decode are dead-lettered with
-//! the reason; they never block the stream.
+//! `source-version`, `router=rust`). Unknown versions and bodies that do not decode are
+//! dead-lettered with the reason; they never block the stream. A refused publish fails (and
+//! retries) the batch. `examples/python-router` and `examples/js-router` keep the same
+//! contract.
 //!
-//! - v1 (the seed's shape): `{ "color": "red", "price": 12.34 }`
+//! - v1 (the seed's shape): `{ "color": "red", "price": 12.34 }` (`version` 1 or missing)
 //! - v2: `{ "name": "red", "price_cents": 1234 }`
 //! - normalized: `{ "color": "red", "price_cents": 1234 }`
 
@@ -11,7 +13,7 @@
 // workspace still builds and tests natively.
 #![cfg(target_arch = "wasm32")]
 
-use beehive_guest::{Event, EventExt, Handler, Outcome, publish};
+use beehive_guest::{Error, Event, Outcome, Result, publish};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
@@ -35,12 +37,13 @@ struct Normalized {
 /// Where normalized events go.
 const TARGET: &str = "colors-normalized";
 
-fn normalize(event: &Event) -> Result<Normalized, String> {
+/// The normalized shape, or a bad-input error (dead-lettered by `Outcome::each`).
+fn normalize(event: Event) -> Result<Normalized> {
     match event.tag("version") {
         "1" | "" => {
             let v1: ColorV1 = event
                 .unserialize()
-                .map_err(|e| format!("cannot decode v1 body: {e}"))?;
+                .map_err(|e| e.context("cannot decode v1 body"))?;
             Ok(Normalized {
                 color: v1.color,
                 price_cents: (v1.price * 100.0).round() as i64,
@@ -49,41 +52,30 @@ fn normalize(event: &Event) -> Result<Normalized, String> {
         "2" => {
             let v2: ColorV2 = event
                 .unserialize()
-                .map_err(|e| format!("cannot decode v2 body: {e}"))?;
+                .map_err(|e| e.context("cannot decode v2 body"))?;
             Ok(Normalized {
                 color: v2.name,
                 price_cents: v2.price_cents,
             })
         }
-        other => Err(format!("unknown version {other:?}")),
+        other => Err(Error::bad_input(format_args!("unknown version {other:?}"))),
     }
 }
 
-struct Router;
-
-impl Handler for Router {
-    fn handle(events: &[Event]) -> Result<Vec<Outcome>, String> {
-        let mut outcomes = Vec::with_capacity(events.len());
-        for event in events {
-            outcomes.push(match normalize(event) {
-                Ok(normalized) => {
-                    // A refused publish is a configuration error: fail (and retry) the batch.
-                    publish(
-                        TARGET,
-                        &normalized,
-                        &[
-                            ("source-id", event.id()),
-                            ("source-version", event.tag("version")),
-                            ("router", "rust"),
-                        ],
-                    )?;
-                    Outcome::Ack
-                }
-                Err(reason) => Outcome::DeadLetter(reason),
-            });
-        }
-        Ok(outcomes)
-    }
+fn handle(events: &[Event]) -> Result<Vec<Outcome>> {
+    Outcome::each(events, |event| {
+        let normalized = normalize(event)?;
+        publish(
+            TARGET,
+            &normalized,
+            &[
+                ("source-id", event.id()),
+                ("source-version", event.tag("version")),
+                ("router", "rust"),
+            ],
+        )?;
+        Ok(Outcome::Ack)
+    })
 }
 
-beehive_guest::export_handler!(Router);
+beehive_guest::export_handler!(handle);
