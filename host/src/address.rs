@@ -161,6 +161,18 @@ impl fmt::Debug for RedisAddress {
     }
 }
 
+/// Parses a metrics address: `host:port`, or a bare `port` / `:port` (bound on 127.0.0.1).
+pub fn parse_listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    let text = text.trim();
+    let port = text.strip_prefix(':').unwrap_or(text);
+    if let Ok(port) = port.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| {
+        format!("invalid metrics address {text:?}: expected host:port or a port (loopback)")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,9 @@ pub enum Error {
     /// The registry is inconsistent (duplicate stream, unknown pool, bad address, ...).
     #[error("{0}")]
     Validation(String),
-    /// The configuration file is invalid; see [`ConfigError`](crate::config::ConfigError).
+    /// The configuration file is invalid; see [`ConfigError`].
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
     /// Publishing to, or reading from, a stream that is not registered.
     #[error("unregistered stream {0}")]
     UnregisteredStream(String),
@@ -67,6 +67,29 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 }
+
+/// A configuration problem: which file, which key, what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (as given).
+    pub file: String,
+    /// The key path, e.g. `consumers.read-group-ab.count`; empty for the whole file.
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

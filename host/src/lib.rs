@@ -5,9 +5,19 @@
 //! groups, publishing, consumers with single-runner locks, claiming, garbage collection,
 //! statistics, and the `beehive` command line.
 //!
-//! The layers, each in its own module: [`config`] → [`registry`] → [`engine`] →
-//! [`broker`] / [`consumer`] (with [`commit`]) → [`gc`] and [`stats`]; every Redis command is
-//! built in one internal layer.
+//! The layers, dependencies pointing down only (a test keeps it so):
+//!
+//! | layer | modules | holds |
+//! |---|---|---|
+//! | command line | [`cli`] | argument parsing, output, exit codes |
+//! | operations | [`ops`] | supervisor, hot reload, fleet deploy, metrics |
+//! | handlers | [`runtime`] | WASM components as batch handlers |
+//! | consumers | [`consumer`] | reading, deciding, committing batches |
+//! | broker | [`broker`] | publish, flusher, statistics, GC, redrive |
+//! | engine | [`engine`] | connections per pool |
+//! | Redis | `redis` (internal) | every Redis command, the commit script, locks |
+//! | topology | [`config`], [`registry`] | file → validated pools, streams, groups |
+//! | floor | [`error`], [`keys`], [`event`], [`address`] | types every layer shares |
 //!
 //! ```no_run
 //! use beehive::Registry;
@@ -36,39 +46,47 @@
 
 #![warn(missing_docs)]
 
+// The floor: depends on nothing above it.
 pub mod address;
-pub mod broker;
-pub mod cli;
-pub(crate) mod commands;
-pub mod commit;
-pub mod config;
-pub mod consumer;
-pub mod deploy;
-pub mod engine;
 pub mod error;
 pub mod event;
-pub mod flusher;
-pub mod gc;
-pub(crate) mod lock;
-pub mod metrics;
-pub(crate) mod page_reader;
-pub mod redis_server;
-pub mod redrive;
+pub mod keys;
+
+// The topology: file → validated registry.
+pub mod config;
 pub mod registry;
-pub mod reload;
+
+// The one layer that sends Redis commands.
+pub(crate) mod redis;
+
+// Connections per pool.
+pub mod engine;
+
+// What users call: publishing, statistics, GC, redrive; consumers; WASM handlers.
+pub mod broker;
+pub mod consumer;
 pub mod runtime;
-pub mod stats;
-pub mod supervisor;
+
+// Running a fleet: supervisor, hot reload, deploy, metrics.
+pub mod ops;
+
+// The command line.
+pub mod cli;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod layers_test;
 
 pub use broker::EventBroker;
+pub use broker::flusher::Flusher;
+pub use broker::gc::GcReport;
+pub use broker::stats::StreamStatistics;
 pub use config::{Config, ConfigError};
 pub use consumer::{BatchHandler, Consumer, ConsumerOptions, Decision, Outcome};
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use event::{EntryId, Event, NewEvent};
-pub use flusher::Flusher;
+pub use ops::redis_server;
 pub use registry::{Registry, ValidatedRegistry};
 pub use tokio_util::sync::CancellationToken;

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::address::RedisAddress;
-use crate::engine::Engine;
 use crate::error::{Error, List, Result};
 
 /// Collects pools and streams; [`validate`](Registry::validate) turns it into a
@@ -194,7 +193,7 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
             "{kind} name {name:?} is invalid: white space and control characters are not allowed"
         )));
     }
-    if name.starts_with("beehive:") {
+    if name.starts_with(crate::keys::RESERVED_PREFIX) {
         return Err(Error::Validation(format!(
             "{kind} name {name:?} is invalid: the prefix beehive: is reserved"
         )));
@@ -247,11 +246,6 @@ pub struct ValidatedRegistry {
 }
 
 impl ValidatedRegistry {
-    /// Creates an engine: the connection pools and the event broker on top of this topology.
-    pub fn create_engine(&self) -> Engine {
-        Engine::new(self.clone())
-    }
-
     /// Every registered pool, by name.
     pub fn pools(&self) -> impl Iterator<Item = &PoolDef> {
         self.inner.pools.values()

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::{CommandResult, Failure};
-use crate::commit::dead_letter_fields::REASON;
 use crate::config::Config;
-use crate::redis_server::RedisServer;
+use crate::keys::dead_letter_fields::REASON;
+use crate::ops::redis_server::RedisServer;
+use crate::ops::supervisor::{self, RunOptions};
 use crate::runtime::WasmEngine;
-use crate::supervisor::{self, RunOptions};
 use crate::{CancellationToken, Event};
 
 /// Arguments of `beehive demo`.
@@ -200,7 +200,7 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
     let consumers = loaded
         .into_iter()
         .filter_map(|(group, component)| config.consumers.get(&group).map(|c| (c, component)));
-    let reloader = std::sync::Arc::new(crate::reload::Reloader::new(wasm, consumers, None));
+    let reloader = std::sync::Arc::new(crate::ops::reload::Reloader::new(wasm, consumers, None));
     supervisor::run(
         &config,
         &reloader,
@@ -216,8 +216,8 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
     for stream in [
         "colors-normalized",
         "page-view-totals",
-        "routers-dead-letter",
-        "py-routers-dead-letter",
+        &crate::keys::dead_letter_stream("routers"),
+        &crate::keys::dead_letter_stream("py-routers"),
     ] {
         for event in broker.range("default", stream, "-", 100).await? {
             let mut parts = Vec::new();

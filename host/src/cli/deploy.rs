@@ -50,7 +50,7 @@ pub(super) async fn deploy(args: DeployArgs) -> CommandResult {
         .consumers
         .get(&args.group)
         .map_or_else(GuestSettings::default, |c| {
-            crate::supervisor::guest_settings(c, None)
+            crate::ops::supervisor::guest_settings(c, None)
         });
     check_instantiation(&component, &settings)
         .await
@@ -61,7 +61,7 @@ pub(super) async fn deploy(args: DeployArgs) -> CommandResult {
             ))
         })?;
     let engine = config.registry.create_engine();
-    crate::deploy::deploy(&engine, &args.group, component.digest(), &bytes).await?;
+    crate::ops::deploy::deploy(&engine, &args.group, component.digest(), &bytes).await?;
     println!(
         "deployed {} to {} (sha256 {}); running hosts swap to it",
         args.file.display(),
@@ -80,7 +80,7 @@ pub(super) async fn rollback(args: RollbackArgs) -> CommandResult {
         )));
     }
     let engine = config.registry.create_engine();
-    match crate::deploy::rollback(&engine, &args.group).await? {
+    match crate::ops::deploy::rollback(&engine, &args.group).await? {
         Some(digest) => println!(
             "rolled {} back to sha256 {digest}; running hosts swap to it",
             args.group

@@ -53,10 +53,10 @@ pub(super) async fn status(args: StatusArgs) -> CommandResult {
     let config = args.config.load()?;
     let broker = config.registry.create_engine().event_broker();
     let dead_letters = |group: &str| {
-        config
-            .consumers
-            .get(group)
-            .map_or_else(|| format!("{group}-dead-letter"), |c| c.dead_letter.clone())
+        config.consumers.get(group).map_or_else(
+            || crate::keys::dead_letter_stream(group),
+            |c| c.dead_letter.clone(),
+        )
     };
     loop {
         let stats = broker.statistics_with(&dead_letters).await?;
@@ -84,7 +84,7 @@ pub(super) async fn status(args: StatusArgs) -> CommandResult {
     }
 }
 
-fn status_table(stats: &[crate::stats::StreamStatistics]) -> String {
+fn status_table(stats: &[crate::broker::stats::StreamStatistics]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
@@ -193,7 +193,7 @@ pub(super) async fn validate(args: ValidateArgs) -> CommandResult {
                 println!("consumers.{group}: deployed through Redis (checked by beehive deploy)");
             }
         }
-        for (group, component) in crate::supervisor::load_components(&config, &wasm)
+        for (group, component) in crate::ops::supervisor::load_components(&config, &wasm)
             .map_err(|e| Failure::Usage(e.to_string()))?
         {
             println!(

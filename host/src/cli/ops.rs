@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::{CommandResult, ConfigArg, Failure};
 use crate::Event;
+use crate::broker::redrive::{self, RedriveFilter};
 use crate::config::Config;
-use crate::redrive::{self, RedriveFilter};
 
 /// Arguments of `beehive tail`.
 #[derive(Debug, clap::Args)]
@@ -66,10 +66,7 @@ fn pool_of(config: &Config, stream: &str, given: Option<&str>) -> Result<String,
     {
         return Ok(group.pool.clone());
     }
-    if let Some(group) = stream
-        .strip_suffix("-dead-letter")
-        .and_then(|g| registry.group(g))
-    {
+    if let Some(group) = crate::keys::dead_letter_group(stream).and_then(|g| registry.group(g)) {
         return Ok(group.pool.clone());
     }
     let pools: Vec<&str> = registry.pools().map(|p| p.name.as_str()).collect();

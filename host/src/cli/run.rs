@@ -7,9 +7,9 @@ use std::sync::Arc;
 use super::{CommandResult, ConfigArg, Failure};
 use crate::CancellationToken;
 use crate::config::Config;
-use crate::reload::{ReloadOutcome, Reloader};
+use crate::ops::reload::{ReloadOutcome, Reloader};
+use crate::ops::supervisor::{self, RunOptions, Supervisor};
 use crate::runtime::WasmEngine;
-use crate::supervisor::{self, RunOptions, Supervisor};
 
 /// Arguments of `beehive run`.
 #[derive(Debug, clap::Args)]
@@ -42,7 +42,7 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
         .map_err(|e| Failure::Usage(e.to_string()))?;
     let metrics_addr = match &args.metrics_addr {
         Some(text) => Some(
-            crate::metrics::parse_addr(text)
+            crate::ops::metrics::parse_addr(text)
                 .map_err(|e| Failure::Usage(format!("--metrics-addr: {e}")))?,
         ),
         None => config.metrics_addr,
@@ -50,7 +50,7 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
     let cancel = CancellationToken::new();
     let metrics = match metrics_addr {
         Some(addr) => {
-            let metrics = crate::metrics::Metrics::new();
+            let metrics = crate::ops::metrics::Metrics::new();
             metrics
                 .clone()
                 .serve(addr, cancel.clone())
@@ -71,7 +71,7 @@ pub(super) async fn run(args: RunArgs) -> CommandResult {
             .map_err(|e| Failure::Runtime(format!("cannot watch component files: {e}")))?;
     }
     if !args.drain {
-        crate::deploy::follow(
+        crate::ops::deploy::follow(
             config.registry.create_engine(),
             wasm,
             reloader.clone(),

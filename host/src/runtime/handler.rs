@@ -11,7 +11,7 @@ use super::bindings::Consumer;
 use super::bindings::beehive::broker::types;
 use super::component::Component;
 use super::host::HostState;
-use crate::consumer::{BatchError, BatchHandler, Decision, FailureKind, Outcome};
+use crate::consumer::{BatchError, BatchHandler, Decision, FailureKind, Observer, Outcome};
 use crate::event::Event;
 
 /// The largest packed-batch buffer kept between batches.
@@ -31,7 +31,7 @@ pub struct GuestSettings {
     /// CPU deadline per batch.
     pub timeout: Duration,
     /// Where refused publishes are counted.
-    pub metrics: Option<crate::metrics::Metrics>,
+    pub metrics: Option<Arc<dyn Observer>>,
 }
 
 impl Default for GuestSettings {

@@ -5,6 +5,10 @@
 //! up to its block time. Failed batches stay pending and are re-read after the retry delay;
 //! entries claimed to this consumer are picked up by the next pending pass.
 
+mod observe;
+
+pub use observe::{BatchCounts, Observer};
+
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -18,14 +22,16 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::commands::{self, RawEntry};
-use crate::commit::{CommitBatch, LOCK_LOST};
-use crate::engine::{Engine, RESPONSE_TIMEOUT};
+use crate::broker::EventBroker;
+use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
 use crate::event::{EntryId, Event, NewEvent};
-use crate::lock::Lock;
-use crate::metrics::{BatchCounts, Metrics};
-use crate::page_reader::PageReader;
+use crate::keys;
+use crate::redis::commands::{self, RawEntry};
+use crate::redis::commit::{CommitBatch, LOCK_LOST};
+use crate::redis::lock::Lock;
+use crate::redis::page_reader::PageReader;
+use crate::redis::pool::RESPONSE_TIMEOUT;
 use crate::registry::GroupDef;
 
 /// What a handler decided for one event.
@@ -119,7 +125,7 @@ pub struct ConsumerOptions {
     /// Where dead-lettered entries go. Default `<group>-dead-letter`.
     pub dead_letter_stream: String,
     /// Where to count batches, failures and publishes. Default `None`.
-    pub metrics: Option<Metrics>,
+    pub metrics: Option<Arc<dyn Observer>>,
     /// Test hook: the next this-many commits fail before reaching Redis, as if the host
     /// died between the handler's return and the commit.
     #[doc(hidden)]
@@ -137,10 +143,22 @@ impl ConsumerOptions {
             reclaim_idle: None,
             handler_deadline: Duration::ZERO,
             max_deliveries: None,
-            dead_letter_stream: format!("{group}-dead-letter"),
+            dead_letter_stream: keys::dead_letter_stream(group),
             fail_commits: Arc::default(),
             metrics: None,
         }
+    }
+}
+
+impl EventBroker {
+    /// A consumer for `group`; see [`Consumer`] for its options.
+    pub fn consumer(&self, group: &str) -> Result<Consumer> {
+        let def = self
+            .engine()
+            .registry()
+            .group(group)
+            .ok_or_else(|| Error::UnregisteredGroup(group.to_string()))?;
+        Ok(Consumer::new(self.engine().clone(), def.clone()))
     }
 }
 
@@ -151,15 +169,7 @@ pub struct Consumer {
     options: ConsumerOptions,
 }
 
-/// The name of consumer number `nr`: `consumer-<nr>`.
-pub fn consumer_name(nr: u32) -> String {
-    format!("consumer-{nr}")
-}
-
-/// The single-runner lock key of consumer `nr` of `group`: `<group>_consumer-<nr>`.
-pub fn lock_key(group: &str, nr: u32) -> String {
-    format!("{group}_consumer-{nr}")
-}
+use crate::keys::{consumer_name, lock_key};
 
 impl Consumer {
     pub(crate) fn new(engine: Engine, group: GroupDef) -> Self {
@@ -573,11 +583,7 @@ impl Run<'_> {
             Ok(pool) => pool,
             Err(_) => return Pages::Failed,
         };
-        // Redis takes printable ASCII only in client names.
-        let name: String = format!("beehive-read-ahead:{}:{}", self.group(), self.name)
-            .chars()
-            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
-            .collect();
+        let name = keys::read_ahead_client_name(self.group(), &self.name);
         match PageReader::connect(pool.connection_info(), &name, RESPONSE_TIMEOUT).await {
             Ok(Some(pages)) => Pages::Own(pages),
             Ok(None) => Pages::Unsupported,
@@ -796,7 +802,7 @@ impl Run<'_> {
         // Above the longest block, so a blocking read is never cut short by the client.
         let timeout = self.options().block.max(block) + Duration::from_secs(5);
         let mut con = pool.dedicated(timeout).await.map_err(to_redis)?;
-        let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut con).await?;
+        let id = commands::client_id(&mut con).await?;
         Ok(Reader { con, id })
     }
 
@@ -804,11 +810,7 @@ impl Run<'_> {
     /// longer listens, and drops the reader connection.
     async fn interrupt_read(&mut self, id: i64) -> redis::RedisResult<Fetched> {
         self.reader = None;
-        let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
-            .arg("UNBLOCK")
-            .arg(id)
-            .query_async(&mut self.con)
-            .await;
+        let _ = commands::client_unblock(&mut self.con, id).await;
         Ok(Fetched::Interrupted)
     }
 

@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ComponentSource, Config, ConsumerConfig};
 use crate::engine::Engine;
-use crate::reload::Reloader;
+use crate::keys;
+use crate::ops::reload::Reloader;
+use crate::redis::records;
 use crate::runtime::{Component, ComponentError, GuestSettings, WasmEngine, WasmHandler};
 
 /// How `beehive run` behaves.
@@ -22,7 +24,7 @@ pub struct RunOptions {
     pub gc_interval: Duration,
     /// Where batches, failures and publishes are counted; its gauges are refreshed from
     /// statistics every `stats_interval`.
-    pub metrics: Option<crate::metrics::Metrics>,
+    pub metrics: Option<crate::ops::metrics::Metrics>,
     /// How often the metrics gauges are refreshed.
     pub stats_interval: Duration,
 }
@@ -63,7 +65,7 @@ async fn deployed_with_retry(
 ) -> crate::Result<Option<(String, Vec<u8>)>> {
     let mut delay = Duration::from_millis(500);
     loop {
-        match crate::deploy::deployed(engine, group).await {
+        match crate::ops::deploy::deployed(engine, group).await {
             Err(crate::Error::Redis { pool, source })
                 if source.is_io_error()
                     || source.is_connection_refusal()
@@ -80,7 +82,7 @@ async fn deployed_with_retry(
 }
 
 /// Loads every group's component for `beehive run`: a version deployed through Redis (see
-/// [`deploy`](crate::deploy)) wins over the file; a group configured as `deployed` needs one.
+/// [`deploy`](crate::ops::deploy)) wins over the file; a group configured as `deployed` needs one.
 ///
 /// While Redis cannot be reached, it waits for it (with backoff) rather than fail.
 pub async fn load_all(
@@ -99,7 +101,7 @@ pub async fn load_all(
         let component = match (deployed, &consumer.component) {
             (Some((digest, bytes)), _) => {
                 let wasm = wasm.clone();
-                let origin = crate::deploy::deployed_origin(group, &digest);
+                let origin = crate::ops::deploy::deployed_origin(group, &digest);
                 tokio::task::spawn_blocking(move || wasm.load_bytes(&bytes, &origin))
                     .await
                     .map_err(|e| ComponentError {
@@ -134,8 +136,9 @@ pub async fn load_all(
 /// The sandbox settings of a group.
 pub fn guest_settings(
     consumer: &ConsumerConfig,
-    metrics: Option<crate::metrics::Metrics>,
+    metrics: Option<crate::ops::metrics::Metrics>,
 ) -> GuestSettings {
+    let metrics = metrics.map(|m| Arc::new(m) as Arc<dyn crate::consumer::Observer>);
     GuestSettings {
         group: consumer.group.clone(),
         publish: consumer.publish.clone(),
@@ -284,11 +287,11 @@ impl Supervisor {
                     dead_letters
                         .get(group)
                         .cloned()
-                        .unwrap_or_else(|| format!("{group}-dead-letter"))
+                        .unwrap_or_else(|| keys::dead_letter_stream(group))
                 };
                 loop {
                     match broker.statistics_with(&name).await {
-                        Ok(stats) => metrics.observe_statistics(&stats),
+                        Ok(stats) => observe_statistics(&metrics, &stats),
                         Err(e) => tracing::warn!(error = %e, "cannot refresh metrics gauges"),
                     }
                     tokio::select! {
@@ -410,11 +413,11 @@ async fn load_one(
     group: &str,
     consumer: &ConsumerConfig,
 ) -> Result<Component, String> {
-    if let Some((digest, bytes)) = crate::deploy::deployed(engine, group)
+    if let Some((digest, bytes)) = crate::ops::deploy::deployed(engine, group)
         .await
         .map_err(|e| e.to_string())?
     {
-        let origin = crate::deploy::deployed_origin(group, &digest);
+        let origin = crate::ops::deploy::deployed_origin(group, &digest);
         let wasm = reloader.engine().clone();
         return tokio::task::spawn_blocking(move || wasm.load_bytes(&bytes, &origin))
             .await
@@ -440,14 +443,6 @@ pub fn host_id() -> String {
     format!("{hostname}:{}", std::process::id())
 }
 
-/// The key under which a host advertises the digest it runs for a group.
-pub fn host_key(group: &str, host: &str) -> String {
-    format!("{HOSTS_PREFIX}{group}:{host}")
-}
-
-/// Prefix of the keys `beehive:hosts:<group>:<host>` = running digest (expire when the host
-/// stops advertising).
-pub const HOSTS_PREFIX: &str = "beehive:hosts:";
 const ADVERTISE_EVERY: Duration = Duration::from_secs(10);
 const ADVERTISE_TTL: Duration = Duration::from_secs(30);
 
@@ -462,17 +457,12 @@ async fn advertise(
     let Some(pool) = engine.registry().group(&group).map(|g| g.pool.clone()) else {
         return;
     };
-    let key = host_key(&group, &host_id());
+    let host = host_id();
     loop {
         let digest = updates.borrow_and_update().digest().to_string();
         if let Ok(mut con) = engine.connection(&pool).await {
-            let result: redis::RedisResult<()> = redis::cmd("SET")
-                .arg(&key)
-                .arg(&digest)
-                .arg("PX")
-                .arg(ADVERTISE_TTL.as_millis() as u64)
-                .query_async(&mut con)
-                .await;
+            let result =
+                records::advertise_host(&mut con, &group, &host, &digest, ADVERTISE_TTL).await;
             if let Err(e) = result {
                 tracing::debug!(error = %e, "cannot advertise the running component");
             }
@@ -484,7 +474,7 @@ async fn advertise(
         }
     }
     if let Ok(mut con) = engine.connection(&pool).await {
-        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query_async(&mut con).await;
+        let _ = records::withdraw_host(&mut con, &group, &host).await;
     }
 }
 
@@ -516,7 +506,10 @@ async fn run_consumer(
         options.lock_ttl = config.lock_ttl;
         options.pending_interval =
             (config.min_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
-        options.metrics = run.metrics.clone();
+        options.metrics = run
+            .metrics
+            .clone()
+            .map(|m| Arc::new(m) as Arc<dyn crate::consumer::Observer>);
     }
     let settings = guest_settings(&config, run.metrics.clone());
     let label = format!("{group}/consumer-{nr}");
@@ -549,6 +542,25 @@ async fn run_consumer(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Feeds the metrics' gauges from statistics.
+fn observe_statistics(
+    metrics: &crate::ops::metrics::Metrics,
+    stats: &[crate::broker::stats::StreamStatistics],
+) {
+    for stream in stats {
+        metrics.set_stream_length(&stream.name, stream.length);
+        for g in stream.groups.iter().filter(|g| g.registered) {
+            metrics.set_group_backlog(
+                &g.name,
+                &stream.name,
+                g.pending,
+                g.lag,
+                g.oldest_pending_age,
+            );
         }
     }
 }

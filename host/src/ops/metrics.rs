@@ -15,6 +15,8 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::consumer::{BatchCounts, Observer};
+
 type Labels = Vec<(&'static str, String)>;
 
 fn batch_histogram() -> Histogram {
@@ -51,19 +53,6 @@ struct Inner {
     length: Family<Labels, Gauge>,
     oldest_pending: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     locks: Family<Labels, Gauge>,
-}
-
-/// What one handled batch did, for [`Metrics::batch`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct BatchCounts {
-    /// Events given to the handler.
-    pub handled: u64,
-    /// Events acknowledged.
-    pub acked: u64,
-    /// Events left pending for a retry.
-    pub retried: u64,
-    /// Events dead-lettered.
-    pub dead_lettered: u64,
 }
 
 fn group(group: &str) -> Labels {
@@ -254,25 +243,33 @@ impl Metrics {
             .inc_by(delta);
     }
 
-    /// Refreshes the gauges from statistics.
-    pub fn observe_statistics(&self, stats: &[crate::stats::StreamStatistics]) {
+    /// Sets the length gauge of `stream`.
+    pub fn set_stream_length(&self, stream: &str, length: u64) {
+        self.inner
+            .length
+            .get_or_create(&vec![("stream", stream.to_string())])
+            .set(length as i64);
+    }
+
+    /// Sets the gauges of `group` on `stream`: pending entries, lag (when Redis knows it)
+    /// and the age of the oldest pending entry.
+    pub fn set_group_backlog(
+        &self,
+        group: &str,
+        stream: &str,
+        pending: u64,
+        lag: Option<u64>,
+        oldest_pending: Option<Duration>,
+    ) {
         let i = &self.inner;
-        for stream in stats {
-            i.length
-                .get_or_create(&vec![("stream", stream.name.clone())])
-                .set(stream.length as i64);
-            for g in stream.groups.iter().filter(|g| g.registered) {
-                let labels: Labels =
-                    vec![("group", g.name.clone()), ("stream", stream.name.clone())];
-                i.pending.get_or_create(&labels).set(g.pending as i64);
-                if let Some(lag) = g.lag {
-                    i.lag.get_or_create(&labels).set(lag as i64);
-                }
-                i.oldest_pending
-                    .get_or_create(&labels)
-                    .set(g.oldest_pending_age.map_or(0.0, |d| d.as_secs_f64()));
-            }
+        let labels: Labels = vec![("group", group.to_string()), ("stream", stream.to_string())];
+        i.pending.get_or_create(&labels).set(pending as i64);
+        if let Some(lag) = lag {
+            i.lag.get_or_create(&labels).set(lag as i64);
         }
+        i.oldest_pending
+            .get_or_create(&labels)
+            .set(oldest_pending.map_or(0.0, |d| d.as_secs_f64()));
     }
 
     /// The metrics in OpenMetrics text format.
@@ -336,14 +333,36 @@ impl Metrics {
     }
 }
 
-/// Parses a metrics address: `host:port`, or a bare `port` / `:port` (bound on 127.0.0.1).
-pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    let port = text.strip_prefix(':').unwrap_or(text);
-    if let Ok(port) = port.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+pub use crate::address::parse_listen_addr as parse_addr;
+
+impl Observer for Metrics {
+    fn batch(
+        &self,
+        group: &str,
+        counts: BatchCounts,
+        took: Duration,
+        oldest_entry_ms: Option<u64>,
+    ) {
+        Metrics::batch(self, group, counts, took, oldest_entry_ms);
     }
-    text.parse().map_err(|_| {
-        format!("invalid metrics address {text:?}: expected host:port or a port (loopback)")
-    })
+
+    fn failure(&self, group: &str, kind: &str) {
+        Metrics::failure(self, group, kind);
+    }
+
+    fn published(&self, group: &str, stream: &str, n: u64) {
+        Metrics::published(self, group, stream, n);
+    }
+
+    fn publish_refused(&self, group: &str) {
+        Metrics::publish_refused(self, group);
+    }
+
+    fn commit_failed(&self, group: &str) {
+        Metrics::commit_failed(self, group);
+    }
+
+    fn lock_held(&self, group: &str, delta: i64) {
+        Metrics::lock_held(self, group, delta);
+    }
 }

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ComponentSource, ConsumerConfig};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::runtime::{Component, GuestSettings, WasmEngine, check_instantiation};
 
 /// How long a file must stay quiet after a change before it is reloaded, so a copy in
@@ -99,7 +99,7 @@ impl Reloader {
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the component folder");
         }
-        let settings = crate::supervisor::guest_settings(consumer, self.metrics.clone());
+        let settings = crate::ops::supervisor::guest_settings(consumer, self.metrics.clone());
         let slot = Slot {
             path,
             settings,

@@ -1,18 +1,33 @@
-//! The event broker: publishing, flushers, consumers and statistics.
+//! The event broker: publishing, flushers, statistics, garbage collection and redrive.
+//!
+//! Consumers are created from the broker too ([`EventBroker::consumer`]), by the
+//! [`consumer`](crate::consumer) layer above this one.
+
+pub mod flusher;
+pub mod gc;
+pub mod redrive;
+pub mod stats;
 
 use serde::Serialize;
 
-use crate::consumer::Consumer;
 use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
 use crate::event::{EntryId, Event, NewEvent, encode_body, owned_meta};
-use crate::flusher::Flusher;
-use crate::stats::{self, StreamStatistics};
+use crate::keys;
+use flusher::Flusher;
+use stats::StreamStatistics;
 
 /// Publishes events and creates consumers; cheap to clone.
 #[derive(Clone)]
 pub struct EventBroker {
     engine: Engine,
+}
+
+impl Engine {
+    /// The event broker: publishing, flushers, consumers and statistics.
+    pub fn event_broker(&self) -> EventBroker {
+        EventBroker::new(self.clone())
+    }
 }
 
 impl EventBroker {
@@ -65,7 +80,7 @@ impl EventBroker {
     pub async fn publish_event(&self, event: NewEvent) -> Result<String> {
         let pool = self.engine.stream_pool(&event.stream)?;
         let mut con = pool.connection().await?;
-        crate::commands::xadd(&event)
+        crate::redis::commands::xadd(&event)
             .query_async(&mut con)
             .await
             .pool(&pool.name)
@@ -84,7 +99,7 @@ impl EventBroker {
         let pool = self.engine.pool(pool)?;
         let mut con = pool.connection().await?;
         let name: std::sync::Arc<str> = std::sync::Arc::from(stream);
-        let entries = crate::commands::range(&mut con, stream, start, count)
+        let entries = crate::redis::commands::range(&mut con, stream, start, count)
             .await
             .pool(&pool.name)?;
         Ok(entries
@@ -112,7 +127,7 @@ impl EventBroker {
                 let id: EntryId = id.parse().map_err(Error::InvalidArgument)?;
                 id.predecessor().to_string()
             }
-            None => crate::commands::last_id(&mut follower.con, stream)
+            None => crate::redis::commands::last_id(&mut follower.con, stream)
                 .await
                 .pool(pool)?
                 .to_string(),
@@ -125,20 +140,10 @@ impl EventBroker {
         Flusher::new(self.engine.clone())
     }
 
-    /// A consumer for `group`; see [`Consumer`] for its options.
-    pub fn consumer(&self, group: &str) -> Result<Consumer> {
-        let def = self
-            .engine
-            .registry()
-            .group(group)
-            .ok_or_else(|| Error::UnregisteredGroup(group.to_string()))?;
-        Ok(Consumer::new(self.engine.clone(), def.clone()))
-    }
-
     /// Per registered stream: its length and, per group, pending, lag, last-delivered ID,
     /// oldest pending age and per-consumer pending.
     pub async fn statistics(&self) -> Result<Vec<StreamStatistics>> {
-        stats::collect(&self.engine, &|group| format!("{group}-dead-letter")).await
+        stats::collect(&self.engine, &keys::dead_letter_stream).await
     }
 
     /// Like [`statistics`](Self::statistics), with the dead-letter stream of each group
@@ -167,10 +172,14 @@ impl Follower {
     /// Up to `count` entries, waiting up to `block` (at most [`MAX_BLOCK`](Self::MAX_BLOCK))
     /// for new ones; empty when none came.
     pub async fn next(&mut self, count: usize, block: std::time::Duration) -> Result<Vec<Event>> {
-        let cmd =
-            crate::commands::xread(&self.stream, &self.after, count, block.min(Self::MAX_BLOCK));
+        let cmd = crate::redis::commands::xread(
+            &self.stream,
+            &self.after,
+            count,
+            block.min(Self::MAX_BLOCK),
+        );
         let reply = cmd.query_async(&mut self.con).await.pool(&self.pool)?;
-        let entries: Vec<_> = crate::commands::parse_read_reply(reply)
+        let entries: Vec<_> = crate::redis::commands::parse_read_reply(reply)
             .pool(&self.pool)?
             .into_iter()
             .flat_map(|(_, entries)| entries)

@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
-use crate::reload::{ReloadOutcome, Reloader};
+use crate::keys;
+use crate::ops::reload::{ReloadOutcome, Reloader};
+use crate::redis::records;
 use crate::runtime::WasmEngine;
 
-/// The channel that announces deployments (message: the group name).
-pub const DEPLOY_CHANNEL: &str = "beehive:deploy";
 /// How components loaded from a deployment name their origin: `deployed <group>@<digest>`.
 pub const DEPLOYED_ORIGIN: &str = "deployed ";
 
@@ -35,16 +35,6 @@ pub fn deployed_origin(group: &str, digest: &str) -> String {
 /// How often running hosts also poll for a deployment, in case a notification was missed.
 pub const POLL_EVERY: Duration = Duration::from_secs(30);
 
-/// `beehive:component:<group>`: the hash of `current` and `previous` digests.
-pub fn component_key(group: &str) -> String {
-    format!("beehive:component:{group}")
-}
-
-/// `beehive:component-bytes:<digest>`: a deployed component's bytes.
-pub fn bytes_key(digest: &str) -> String {
-    format!("beehive:component-bytes:{digest}")
-}
-
 async fn group_connection(engine: &Engine, group: &str) -> Result<(ConnectionManager, String)> {
     let def = engine
         .registry()
@@ -58,37 +48,12 @@ async fn group_connection(engine: &Engine, group: &str) -> Result<(ConnectionMan
 /// old current as previous, and notifies running hosts. Returns the digest.
 pub async fn deploy(engine: &Engine, group: &str, digest: &str, bytes: &[u8]) -> Result<()> {
     let (mut con, pool) = group_connection(engine, group).await?;
-    let key = component_key(group);
-    let current: Option<String> = redis::cmd("HGET")
-        .arg(&key)
-        .arg("current")
-        .query_async(&mut con)
+    let current = records::deployed_digest(&mut con, group)
         .await
         .pool(&pool)?;
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    pipe.cmd("SET").arg(bytes_key(digest)).arg(bytes).ignore();
-    match current.as_deref() {
-        Some(current) if current != digest => {
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg("current")
-                .arg(digest)
-                .arg("previous")
-                .arg(current)
-                .ignore();
-        }
-        _ => {
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg("current")
-                .arg(digest)
-                .ignore();
-        }
-    }
-    pipe.cmd("PUBLISH").arg(DEPLOY_CHANNEL).arg(group).ignore();
-    let () = pipe.query_async(&mut con).await.pool(&pool)?;
-    Ok(())
+    records::store_deployment(&mut con, group, digest, bytes, current.as_deref())
+        .await
+        .pool(&pool)
 }
 
 /// Makes the previous deployed version current again (and the current one previous), or,
@@ -96,12 +61,7 @@ pub async fn deploy(engine: &Engine, group: &str, digest: &str, bytes: &[u8]) ->
 /// files; notifies running hosts. Returns the digest now deployed (`None`: withdrawn).
 pub async fn rollback(engine: &Engine, group: &str) -> Result<Option<String>> {
     let (mut con, pool) = group_connection(engine, group).await?;
-    let key = component_key(group);
-    let (current, previous): (Option<String>, Option<String>) = redis::cmd("HMGET")
-        .arg(&key)
-        .arg("current")
-        .arg("previous")
-        .query_async(&mut con)
+    let (current, previous) = records::deployed_versions(&mut con, group)
         .await
         .pool(&pool)?;
     let Some(current) = current else {
@@ -109,53 +69,28 @@ pub async fn rollback(engine: &Engine, group: &str) -> Result<Option<String>> {
             "group {group} has no deployed version to roll back"
         )));
     };
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    match &previous {
-        Some(previous) => {
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg("current")
-                .arg(previous)
-                .arg("previous")
-                .arg(&current)
-                .ignore();
-        }
-        None => {
-            pipe.cmd("DEL").arg(&key).ignore();
-        }
-    }
-    pipe.cmd("PUBLISH").arg(DEPLOY_CHANNEL).arg(group).ignore();
-    let () = pipe.query_async(&mut con).await.pool(&pool)?;
+    records::store_rollback(&mut con, group, &current, previous.as_deref())
+        .await
+        .pool(&pool)?;
     Ok(previous)
 }
 
 /// The deployed digest of `group`, if any.
 pub async fn deployed_digest(engine: &Engine, group: &str) -> Result<Option<String>> {
     let (mut con, pool) = group_connection(engine, group).await?;
-    redis::cmd("HGET")
-        .arg(component_key(group))
-        .arg("current")
-        .query_async(&mut con)
-        .await
-        .pool(&pool)
+    records::deployed_digest(&mut con, group).await.pool(&pool)
 }
 
 /// The deployed version of `group`: its digest and bytes.
 pub async fn deployed(engine: &Engine, group: &str) -> Result<Option<(String, Vec<u8>)>> {
     let (mut con, pool) = group_connection(engine, group).await?;
-    let Some(digest): Option<String> = redis::cmd("HGET")
-        .arg(component_key(group))
-        .arg("current")
-        .query_async(&mut con)
+    let Some(digest) = records::deployed_digest(&mut con, group)
         .await
         .pool(&pool)?
     else {
         return Ok(None);
     };
-    let bytes: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(bytes_key(&digest))
-        .query_async(&mut con)
+    let bytes = records::component_bytes(&mut con, &digest)
         .await
         .pool(&pool)?;
     Ok(bytes.map(|bytes| (digest, bytes)))
@@ -198,7 +133,7 @@ pub async fn sync_group(
     Ok(Some(outcome))
 }
 
-/// Follows deployments for every group of `reloader`: subscribes to [`DEPLOY_CHANNEL`] on
+/// Follows deployments for every group of `reloader`: subscribes to [`DEPLOY_CHANNEL`](keys::DEPLOY_CHANNEL) on
 /// each pool and polls every [`POLL_EVERY`], until `cancel`.
 pub fn follow(
     engine: Engine,
@@ -220,7 +155,7 @@ pub fn follow(
             loop {
                 let subscribed = async {
                     let mut pubsub = engine.pool(&pool)?.pubsub().await?;
-                    pubsub.subscribe(DEPLOY_CHANNEL).await.pool(&pool)?;
+                    pubsub.subscribe(keys::DEPLOY_CHANNEL).await.pool(&pool)?;
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         if let Ok(group) = message.get_payload::<String>() {

@@ -577,3 +577,70 @@ fn invalid(what: &'static str, value: &Value) -> redis::RedisError {
         format!("{what}: {value:?}"),
     ))
 }
+
+/// `XLEN <stream>` (0 for a stream that does not exist).
+pub(crate) async fn stream_length<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+) -> RedisResult<u64> {
+    redis::cmd("XLEN").arg(stream).query_async(con).await
+}
+
+/// `SET <key> <value> NX PX <ttl>`: true when the key was set (it did not exist).
+pub(crate) async fn set_if_absent<C: ConnectionLike>(
+    con: &mut C,
+    key: &str,
+    value: &str,
+    ttl: Duration,
+) -> RedisResult<bool> {
+    let set: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl.as_millis().max(1) as u64)
+        .query_async(con)
+        .await?;
+    Ok(set.is_some())
+}
+
+/// This connection's server-side client ID (`CLIENT ID`).
+pub(crate) async fn client_id<C: ConnectionLike>(con: &mut C) -> RedisResult<i64> {
+    redis::cmd("CLIENT").arg("ID").query_async(con).await
+}
+
+/// Unblocks the client `id` blocked in a read (`CLIENT UNBLOCK`); true when it was blocked.
+pub(crate) async fn client_unblock<C: ConnectionLike>(con: &mut C, id: i64) -> RedisResult<bool> {
+    let unblocked: i64 = redis::cmd("CLIENT")
+        .arg("UNBLOCK")
+        .arg(id)
+        .query_async(con)
+        .await?;
+    Ok(unblocked == 1)
+}
+
+/// Republishes a dead-lettered entry to `target` with `fields` and deletes it (`id`) from
+/// `dead_letter_stream`, atomically. `None` when the entry was already gone (redriven by a
+/// concurrent run): nothing is written then.
+pub(crate) async fn redrive_entry<C: ConnectionLike>(
+    con: &mut C,
+    dead_letter_stream: &str,
+    target: &str,
+    id: &str,
+    fields: &[(&[u8], &[u8])],
+) -> RedisResult<Option<String>> {
+    static REDRIVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r#"
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+"#,
+        )
+    });
+    let mut invocation = REDRIVE.key(dead_letter_stream);
+    invocation.key(target).arg(id);
+    for (k, v) in fields {
+        invocation.arg(*k).arg(*v);
+    }
+    invocation.invoke_async(con).await
+}

@@ -15,7 +15,6 @@
 //! Every error names the file, the key path and what was expected; unknown keys are errors.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,28 +22,7 @@ use yaml_serde::Value;
 
 use crate::registry::{Registry, ValidatedRegistry};
 
-/// A configuration problem: which file, which key, what was expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file (as given).
-    pub file: String,
-    /// The key path, e.g. `consumers.read-group-ab.count`; empty for the whole file.
-    pub path: String,
-    /// What is wrong and what was expected.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}: {}", self.file, self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.file, self.path, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use crate::error::ConfigError;
 
 /// The reserved top-level key for consumer settings.
 pub const CONSUMERS_KEY: &str = "consumers";
@@ -169,7 +147,8 @@ impl Config {
                                 )?,
                             };
                             metrics_addr = Some(
-                                crate::metrics::parse_addr(&text).map_err(|e| p.err(&path, e))?,
+                                crate::address::parse_listen_addr(&text)
+                                    .map_err(|e| p.err(&path, e))?,
                             );
                         }
                         other => {
@@ -292,7 +271,7 @@ impl Parser {
     fn name(&self, name: &str, path: &str, what: &str) -> Result<(), ConfigError> {
         if name.is_empty()
             || name.chars().any(|c| c.is_whitespace() || c.is_control())
-            || name.starts_with("beehive:")
+            || name.starts_with(crate::keys::RESERVED_PREFIX)
         {
             return Err(self.err(path, format!("invalid {what} name {name:?}: expected a non-empty name without white space or the prefix beehive:")));
         }
@@ -404,7 +383,7 @@ impl Parser {
             publish: Vec::new(),
             min_idle: Duration::from_secs(60),
             max_deliveries: 5,
-            dead_letter: format!("{group}-dead-letter"),
+            dead_letter: crate::keys::dead_letter_stream(group),
             memory: 64 << 20,
             timeout: Duration::from_secs(5),
             max_publishes: 10_000,

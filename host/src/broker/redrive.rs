@@ -2,26 +2,13 @@
 //! each from the dead-letter stream in the same atomic step, so a crash mid-redrive neither
 //! loses nor duplicates an entry.
 
-use std::sync::LazyLock;
-
-use redis::Script;
 use serde::Serialize;
 
-use crate::commit::dead_letter_fields::{ADDED, GROUP, ORIGIN_STREAM, REASON, REDRIVES};
 use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
 use crate::event::{BODY_FIELD, Event};
-
-/// Republishes one entry and deletes it from the dead-letter stream, atomically. The
-/// deletion is checked first: an entry already redriven (by a concurrent run) is skipped.
-static REDRIVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
-return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
-"#,
-    )
-});
+use crate::keys::dead_letter_fields::{ADDED, GROUP, ORIGIN_STREAM, REASON, REDRIVES};
+use crate::redis::commands;
 
 /// Which dead-lettered entries to redrive.
 #[derive(Debug, Clone, Default)]
@@ -127,18 +114,26 @@ pub async fn redrive(
             };
             if !dry_run {
                 let redrives: u64 = event.tag(REDRIVES).parse().unwrap_or(0) + 1;
-                let mut invocation = REDRIVE.key(dead_letter_stream);
-                invocation.key(&target).arg(event.id());
+                let redrives = redrives.to_string();
+                let mut fields: Vec<(&[u8], &[u8])> = Vec::new();
                 if let Some(body) = event.body() {
-                    invocation.arg(BODY_FIELD).arg(body);
+                    fields.push((BODY_FIELD.as_bytes(), body));
                 }
                 for (k, v) in event.meta() {
                     if !ADDED.contains(&k.as_str()) && k != REDRIVES {
-                        invocation.arg(k).arg(v);
+                        fields.push((k.as_bytes(), v.as_bytes()));
                     }
                 }
-                invocation.arg(REDRIVES).arg(redrives);
-                line.new_id = invocation.invoke_async(&mut con).await.pool(pool)?;
+                fields.push((REDRIVES.as_bytes(), redrives.as_bytes()));
+                line.new_id = commands::redrive_entry(
+                    &mut con,
+                    dead_letter_stream,
+                    &target,
+                    &event.id(),
+                    &fields,
+                )
+                .await
+                .pool(pool)?;
             }
             done.push(line);
         }

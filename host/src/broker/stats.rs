@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::commands;
 use crate::engine::Engine;
 use crate::error::{PoolContext, Result};
+use crate::redis::{commands, records};
 
 /// Statistics of one registered stream.
 #[derive(Debug, Clone, Serialize)]
@@ -105,10 +105,7 @@ pub(crate) async fn collect(
         let pool = engine.pool(&stream.pool)?;
         let mut con = pool.connection().await?;
         let stats: redis::RedisResult<StreamStatistics> = async {
-            let length: u64 = redis::cmd("XLEN")
-                .arg(&stream.name)
-                .query_async(&mut con)
-                .await?;
+            let length = commands::stream_length(&mut con, &stream.name).await?;
             let now_ms = commands::server_time_ms(&mut con).await?;
             let infos = commands::groups_info(&mut con, &stream.name).await?;
             let mut groups = Vec::new();
@@ -161,25 +158,14 @@ pub(crate) async fn collect(
             }
             for group in groups.iter_mut().filter(|g| g.registered) {
                 let stream = dead_letter_name(&group.name);
-                let length: u64 = redis::cmd("XLEN")
-                    .arg(&stream)
-                    .query_async(&mut con)
-                    .await?;
+                let length = commands::stream_length(&mut con, &stream).await?;
                 group.dead_letter = Some(DeadLetterStatistics { stream, length });
-                let prefix = crate::supervisor::host_key(&group.name, "");
-                group.hosts = commands::values_with_prefix(&mut con, &prefix)
+                group.hosts = records::hosts_of(&mut con, &group.name)
                     .await?
                     .into_iter()
-                    .map(|(key, digest)| HostComponent {
-                        host: key[prefix.len()..].to_string(),
-                        digest,
-                    })
+                    .map(|(host, digest)| HostComponent { host, digest })
                     .collect();
-                group.deployed = redis::cmd("HGET")
-                    .arg(crate::deploy::component_key(&group.name))
-                    .arg("current")
-                    .query_async(&mut con)
-                    .await?;
+                group.deployed = records::deployed_digest(&mut con, &group.name).await?;
             }
             groups.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(StreamStatistics {

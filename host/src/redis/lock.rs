@@ -46,17 +46,10 @@ impl Lock {
         ttl: Duration,
     ) -> Result<Option<Lock>> {
         let token = random_token();
-        let ttl_ms = ttl.as_millis().max(1) as u64;
-        let acquired: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async(&mut con)
+        let acquired = super::commands::set_if_absent(&mut con, key, &token, ttl)
             .await
             .pool(pool)?;
-        if acquired.is_none() {
+        if !acquired {
             return Ok(None);
         }
         let lost = CancellationToken::new();

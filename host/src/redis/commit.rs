@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use crate::event::{EntryId, Event, NewEvent};
+use crate::keys::dead_letter_fields;
 
 /// Error code the script raises when the lock is not ours any more.
 pub(crate) const LOCK_LOST: &str = "BEEHIVE_LOCK_LOST";
@@ -47,24 +48,6 @@ pub(crate) struct CommitBatch {
     data: Vec<u8>,
     ends: Vec<usize>,
     ops: usize,
-}
-
-/// Metadata fields added to a dead-lettered entry.
-pub mod dead_letter_fields {
-    /// The stream the entry came from.
-    pub const ORIGIN_STREAM: &str = "beehive.origin-stream";
-    /// The entry's ID in that stream.
-    pub const ORIGIN_ID: &str = "beehive.origin-id";
-    /// The consumer group that gave up on it.
-    pub const GROUP: &str = "beehive.group";
-    /// Why it was dead-lettered.
-    pub const REASON: &str = "beehive.reason";
-    /// How many times it had been delivered.
-    pub const DELIVERIES: &str = "beehive.deliveries";
-    /// How many times it was redriven from a dead-letter stream (kept across cycles).
-    pub const REDRIVES: &str = "beehive.redrives";
-    /// The fields a dead-letter adds, which a redrive strips again.
-    pub const ADDED: [&str; 5] = [ORIGIN_STREAM, ORIGIN_ID, GROUP, REASON, DELIVERIES];
 }
 
 impl CommitBatch {

@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
-use crate::commands;
 use crate::engine::Engine;
 use crate::error::{PoolContext, Result};
 use crate::event::EntryId;
-use crate::lock::Lock;
+use crate::keys;
+use crate::redis::commands;
+use crate::redis::lock::Lock;
 use crate::registry::StreamDef;
 
-/// The pool-level lock key of garbage collection.
-pub const GC_LOCK_KEY: &str = "beehive:gc-lock";
 /// At most this many entries are deleted by one XTRIM.
 const CHUNK: usize = 10_000;
 /// TTL of the GC lock, refreshed every third of it during a pass: a host killed mid-pass
@@ -67,7 +67,7 @@ pub(crate) async fn run_pass(engine: &Engine) -> Result<GcReport> {
         if streams.is_empty() {
             continue;
         }
-        let Some(lock) = Lock::acquire(con.clone(), &pool.name, GC_LOCK_KEY, GC_LOCK_TTL).await?
+        let Some(lock) = Lock::acquire(con.clone(), &pool.name, keys::GC_LOCK, GC_LOCK_TTL).await?
         else {
             for stream in streams {
                 report.streams.push(GcStream {
@@ -147,4 +147,31 @@ async fn collect_stream(
         }
     }
     Ok(line)
+}
+
+impl Engine {
+    /// One garbage-collection pass over every registered stream: deletes the entries that
+    /// every consumer group has acknowledged (see [`gc`](crate::broker::gc)). Pools whose GC lock is
+    /// held by another host are skipped.
+    pub async fn gc(&self) -> Result<GcReport> {
+        run_pass(self).await
+    }
+
+    /// Runs [`gc`](Self::gc) every `interval` until `cancel` fires; failures are logged and
+    /// retried at the next interval.
+    pub async fn run_gc(&self, cancel: CancellationToken, interval: Duration) {
+        loop {
+            match self.gc().await {
+                Ok(report) if report.deleted() > 0 => {
+                    tracing::info!(deleted = report.deleted(), "garbage collection")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
 }

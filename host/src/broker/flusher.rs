@@ -322,7 +322,7 @@ fn transaction(events: &[(usize, NewEvent)]) -> redis::Pipeline {
     // result tells which events were written.
     pipe.atomic().ignore_errors();
     for (_, event) in events {
-        pipe.add_command(crate::commands::xadd(event));
+        pipe.add_command(crate::redis::commands::xadd(event));
     }
     pipe
 }

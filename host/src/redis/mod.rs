@@ -1,0 +1,12 @@
+//! The Redis layer: the one place that builds and sends Redis commands.
+//!
+//! Everything above it speaks in domain terms (publish, read a page, commit a batch, take
+//! a lock); this layer turns those into commands and replies into domain values.
+
+pub(crate) mod commands;
+pub(crate) mod commit;
+pub(crate) mod lock;
+pub(crate) mod page_reader;
+pub(crate) mod pool;
+pub(crate) mod records;
+pub(crate) mod resp;

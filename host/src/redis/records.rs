@@ -1,0 +1,155 @@
+//! Beehive's own records in Redis: deployed components, and what each host runs.
+//!
+//! The key names come from [`crate::keys`]; this module only knows how each record is laid
+//! out (a hash of `current` and `previous` digests, a string of bytes, a string with a TTL).
+
+use std::time::Duration;
+
+use redis::RedisResult;
+use redis::aio::ConnectionLike;
+
+use crate::keys;
+
+/// The hash field of the deployed digest.
+const CURRENT: &str = "current";
+/// The hash field of the digest deployed before it.
+const PREVIOUS: &str = "previous";
+
+/// The digest deployed for `group`, if any.
+pub(crate) async fn deployed_digest<C: ConnectionLike>(
+    con: &mut C,
+    group: &str,
+) -> RedisResult<Option<String>> {
+    redis::cmd("HGET")
+        .arg(keys::component_key(group))
+        .arg(CURRENT)
+        .query_async(con)
+        .await
+}
+
+/// The digests deployed for `group`: (current, previous).
+pub(crate) async fn deployed_versions<C: ConnectionLike>(
+    con: &mut C,
+    group: &str,
+) -> RedisResult<(Option<String>, Option<String>)> {
+    redis::cmd("HMGET")
+        .arg(keys::component_key(group))
+        .arg(CURRENT)
+        .arg(PREVIOUS)
+        .query_async(con)
+        .await
+}
+
+/// The bytes of the component with this digest, if stored.
+pub(crate) async fn component_bytes<C: ConnectionLike>(
+    con: &mut C,
+    digest: &str,
+) -> RedisResult<Option<Vec<u8>>> {
+    redis::cmd("GET")
+        .arg(keys::component_bytes_key(digest))
+        .query_async(con)
+        .await
+}
+
+/// Atomically: stores `bytes` under `digest`, makes `digest` the current version of
+/// `group` (the old `current` becomes `previous` when it differs), and announces it on
+/// the deploy channel.
+pub(crate) async fn store_deployment<C: ConnectionLike>(
+    con: &mut C,
+    group: &str,
+    digest: &str,
+    bytes: &[u8],
+    current: Option<&str>,
+) -> RedisResult<()> {
+    let key = keys::component_key(group);
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("SET")
+        .arg(keys::component_bytes_key(digest))
+        .arg(bytes)
+        .ignore();
+    let hset = pipe.cmd("HSET").arg(&key).arg(CURRENT).arg(digest);
+    if let Some(current) = current.filter(|c| *c != digest) {
+        hset.arg(PREVIOUS).arg(current);
+    }
+    hset.ignore();
+    pipe.cmd("PUBLISH")
+        .arg(keys::DEPLOY_CHANNEL)
+        .arg(group)
+        .ignore();
+    pipe.query_async(con).await
+}
+
+/// Atomically: swaps `group`'s current and previous versions (or, with no previous,
+/// withdraws the deployment) and announces it on the deploy channel.
+pub(crate) async fn store_rollback<C: ConnectionLike>(
+    con: &mut C,
+    group: &str,
+    current: &str,
+    previous: Option<&str>,
+) -> RedisResult<()> {
+    let key = keys::component_key(group);
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    match previous {
+        Some(previous) => {
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg(CURRENT)
+                .arg(previous)
+                .arg(PREVIOUS)
+                .arg(current)
+                .ignore();
+        }
+        None => {
+            pipe.cmd("DEL").arg(&key).ignore();
+        }
+    }
+    pipe.cmd("PUBLISH")
+        .arg(keys::DEPLOY_CHANNEL)
+        .arg(group)
+        .ignore();
+    pipe.query_async(con).await
+}
+
+/// Records that `host` runs `digest` for `group`, for `ttl`.
+pub(crate) async fn advertise_host<C: ConnectionLike>(
+    con: &mut C,
+    group: &str,
+    host: &str,
+    digest: &str,
+    ttl: Duration,
+) -> RedisResult<()> {
+    redis::cmd("SET")
+        .arg(keys::host_key(group, host))
+        .arg(digest)
+        .arg("PX")
+        .arg(ttl.as_millis().max(1) as u64)
+        .query_async(con)
+        .await
+}
+
+/// Removes `host`'s record for `group`.
+pub(crate) async fn withdraw_host<C: ConnectionLike>(
+    con: &mut C,
+    group: &str,
+    host: &str,
+) -> RedisResult<()> {
+    redis::cmd("DEL")
+        .arg(keys::host_key(group, host))
+        .query_async(con)
+        .await
+}
+
+/// Every host that advertises a digest for `group`: (host, digest), sorted.
+pub(crate) async fn hosts_of<C: ConnectionLike>(
+    con: &mut C,
+    group: &str,
+) -> RedisResult<Vec<(String, String)>> {
+    let prefix = keys::host_key_prefix(group);
+    Ok(super::commands::values_with_prefix(con, &prefix)
+        .await?
+        .into_iter()
+        .map(|(key, digest)| (key[prefix.len()..].to_string(), digest))
+        .collect())
+}
