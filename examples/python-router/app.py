@@ -1,63 +1,73 @@
-"""Router, in Python: the same contract as examples/router (Rust).
+"""Router, in Python: the same contract as examples/router (Rust) and examples/js-router.
 
-Reads the `version` tag, decodes the v1 (`{"color", "price"}`) or v2
-(`{"name", "price_cents"}`) body and republishes `{"color", "price_cents"}` to
-`colors-normalized` with meta `source-id`, `source-version` and `router=python`.
-Unknown versions and bodies that do not decode are dead-lettered with the reason.
+Reads the `version` tag (1 or missing: v1, 2: v2), decodes the v1 (`{"color", "price"}`)
+or v2 (`{"name", "price_cents"}`) body and republishes `{"color", "price_cents"}` to
+`colors-normalized` with meta `source-id`, `source-version` and `router=python`. Unknown
+versions and bodies that do not decode are dead-lettered with the reason; a refused
+publish fails (and retries) the batch.
 
-Build: ./build.sh (componentize-py with ../../guest-sdk/python on its path, for beehive_batch)
+Build: ./build.sh (componentize-py with ../../guest-sdk/python on its path, for
+beehive_guest, beehive_batch and beehive_msgpack)
 """
 
-from typing import List
+import json
+import math
+from typing import Any, Dict, List
 
-from componentize_py_types import Err
-from wit_world import exports
-from wit_world.imports import logging, publisher
-from wit_world.imports.types import Outcome, Outcome_Ack, Outcome_DeadLetter
-
-import msgpack_lite
-from beehive_batch import Event, decode
+import beehive_guest as bh
 
 TARGET = "colors-normalized"
 
 
-def normalize(event: Event) -> dict:
-    version = event.tag("version")
-    if event.body is None:
-        raise ValueError("the event has no body")
+def round_half_away(x: float) -> int:
+    """Rounds as Rust's f64::round does: halves away from zero."""
+    a = abs(x)
+    whole = math.floor(a)
+    n = whole + 1 if a - whole >= 0.5 else whole
+    return int(-n if x < 0 else n)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def body_of(event: bh.Event, version: str) -> Dict[Any, Any]:
     try:
-        body = msgpack_lite.unpackb(event.body)
-    except ValueError as e:
-        raise ValueError(f"cannot decode body: {e}")
+        body = event.unserialize()
+    except bh.BadInput as e:
+        raise bh.BadInput(f"cannot decode v{version} body: {e}") from None
     if not isinstance(body, dict):
-        raise ValueError(f"expected a map body, got {type(body).__name__}")
+        raise bh.BadInput(f"cannot decode v{version} body: expected a map, got {type(body).__name__}")
+    return body
+
+
+def normalize(event: bh.Event) -> Dict[str, Any]:
+    version = event.tag("version")
     if version in ("1", ""):
-        if not isinstance(body.get("color"), str) or not isinstance(body.get("price"), (int, float)):
-            raise ValueError("cannot decode v1 body: expected color (string) and price (number)")
-        return {"color": body["color"], "price_cents": int(round(body["price"] * 100))}
+        body = body_of(event, "1")
+        if not isinstance(body.get("color"), str) or not is_number(body.get("price")):
+            raise bh.BadInput("cannot decode v1 body: expected color (string) and price (number)")
+        return {"color": body["color"], "price_cents": round_half_away(body["price"] * 100)}
     if version == "2":
-        if not isinstance(body.get("name"), str) or not isinstance(body.get("price_cents"), int):
-            raise ValueError("cannot decode v2 body: expected name (string) and price_cents (integer)")
-        return {"color": body["name"], "price_cents": body["price_cents"]}
-    raise ValueError(f"unknown version {version!r}")
+        body = body_of(event, "2")
+        cents = body.get("price_cents")
+        if not isinstance(body.get("name"), str) or not isinstance(cents, int) or isinstance(cents, bool):
+            raise bh.BadInput("cannot decode v2 body: expected name (string) and price_cents (integer)")
+        return {"color": body["name"], "price_cents": cents}
+    raise bh.BadInput(f"unknown version {json.dumps(version, ensure_ascii=False)}")
 
 
-class Handler(exports.Handler):
-    def handle_events(self, batch: bytes) -> List[Outcome]:
-        events = decode(batch)
-        outcomes: List[Outcome] = []
-        for event in events:
-            try:
-                normalized = normalize(event)
-            except ValueError as reason:
-                outcomes.append(Outcome_DeadLetter(str(reason)))
-                continue
-            meta = [("source-id", event.id), ("source-version", event.tag("version")), ("router", "python")]
-            try:
-                publisher.publish(TARGET, msgpack_lite.packb(normalized), meta)
-            except Err as refused:
-                # A refused publish is a configuration error: fail (and retry) the batch.
-                raise Err(f"publish to {TARGET} refused: {refused.value}")
-            outcomes.append(Outcome_Ack())
-        logging.log(logging.Level.INFO, f"python router handled {len(events)} events")
-        return outcomes
+def route(event: bh.Event) -> bh.Outcome:
+    normalized = normalize(event)
+    meta = [("source-id", event.id), ("source-version", event.tag("version")), ("router", "python")]
+    bh.publish(TARGET, normalized, meta)  # a refusal raises PublishError: the batch fails
+    return bh.ack()
+
+
+def handle(events: List[bh.Event]) -> List[bh.Outcome]:
+    outcomes = bh.each(events, route)
+    bh.info(f"python router handled {len(events)} events")
+    return outcomes
+
+
+Handler = bh.export(handle)

@@ -1,7 +1,8 @@
 """Decodes the event batch Beehive passes to `handle-events` (WIT `type batch`).
 
 Python handlers built with `scripts/build-python` can `import beehive_batch` (the script adds
-this folder to componentize-py's path; elsewhere, copy this file next to your app.py):
+this folder to componentize-py's path; elsewhere, copy this folder's beehive_*.py next to
+your app.py). `beehive_guest` builds on it with publishing, logging and outcome helpers:
 
     class Handler(exports.Handler):
         def handle_events(self, events: bytes) -> List[Outcome]:
@@ -17,10 +18,19 @@ Layout, integers little-endian (see wit/beehive.wit):
     str    = len:u32, UTF-8 bytes
 """
 
+from __future__ import annotations
+
 import struct
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
+
+__all__ = ["BadInput", "Event", "count", "decode"]
 
 _U32 = struct.Struct("<I")
+
+
+class BadInput(ValueError):
+    """The event itself is bad (no body, a body that does not decode, a missing tag):
+    retrying will not help. `beehive_guest.each` dead-letters the event with the message."""
 
 
 class Event:
@@ -29,7 +39,7 @@ class Event:
     __slots__ = ("id", "stream", "body", "meta", "deliveries")
 
     def __init__(self, id: str, stream: str, body: Optional[bytes],
-                 meta: List[Tuple[str, str]], deliveries: int):
+                 meta: List[Tuple[str, str]], deliveries: int) -> None:
         self.id = id                  # the entry ID, e.g. "1700000000000-0"
         self.stream = stream          # the stream it was read from
         self.body = body              # MessagePack bytes, None for metadata only
@@ -37,15 +47,45 @@ class Event:
         self.deliveries = deliveries  # 1 on the first delivery
 
     def tag(self, key: str) -> str:
-        """The value of metadata `key`, "" when missing."""
+        """The value of metadata `key` (its first occurrence), "" when missing."""
         for k, v in self.meta:
             if k == key:
                 return v
         return ""
 
+    def try_tag(self, key: str) -> Optional[str]:
+        """The value of metadata `key` (its first occurrence), None when missing."""
+        for k, v in self.meta:
+            if k == key:
+                return v
+        return None
+
+    def require_tag(self, key: str) -> str:
+        """The value of metadata `key`; BadInput when missing."""
+        value = self.try_tag(key)
+        if value is None:
+            raise BadInput(f"the event has no {key!r} tag")
+        return value
+
+    @property
+    def is_redelivery(self) -> bool:
+        """Whether this entry was delivered before (and not acknowledged then)."""
+        return self.deliveries > 1
+
+    def unserialize(self) -> Any:
+        """The MessagePack body as a Python value (maps as dicts); BadInput when the event
+        has no body or the body does not decode."""
+        import beehive_msgpack  # next to this file; only handlers that decode bodies need it
+
+        if self.body is None:
+            raise BadInput("the event has no body")
+        try:
+            return beehive_msgpack.unpackb(self.body)
+        except beehive_msgpack.MessagePackError as e:
+            raise BadInput(str(e)) from None
+
     def __repr__(self) -> str:
         return f"Event({self.stream} {self.id} meta={self.meta!r} deliveries={self.deliveries})"
-
 
 def count(batch: bytes) -> int:
     """How many events the batch holds, without decoding them."""
