@@ -142,23 +142,10 @@ impl CommitBatch {
         self.ack(event.stream(), group, &[event.id]);
     }
 
-    /// Runs the batch atomically. With a `lock` (key, token), nothing is written unless the
-    /// key still holds the token; then the error has code [`LOCK_LOST`]. Returns the IDs of
-    /// the XADDs in order (publishes and dead-letters).
-    ///
-    /// The returned future owns everything it needs, so a consumer can leave the commit in
-    /// flight while it handles its next batch; the command is sent on its first poll.
-    pub(crate) async fn run<C>(
-        self,
-        mut con: C,
-        lock: Option<(String, String)>,
-    ) -> redis::RedisResult<Vec<String>>
-    where
-        C: redis::aio::ConnectionLike + Send + 'static,
-    {
-        if self.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// The `EVAL` command of this batch: the script, the keys (the lock key first, empty
+    /// without a lock, then each stream once), the token, then per op its code, key index,
+    /// argument count and arguments.
+    fn command(&self, lock: Option<(String, String)>) -> redis::Cmd {
         let (lock_key, token) = lock.unwrap_or_default();
         // EVAL, not EVALSHA: Redis caches the compiled script by its hash either way,
         // and a commit never fails with NOSCRIPT (after a restart or SCRIPT FLUSH),
@@ -176,6 +163,178 @@ impl CommitBatch {
             cmd.arg(&self.data[start..end]);
             start = end;
         }
+        cmd
+    }
+
+    /// The ops of this batch as readable lines, `<code> <key> <args...>` (bytes shown as
+    /// lossy UTF-8), for tests of what a commit contains.
+    #[cfg(test)]
+    pub(crate) fn describe(&self) -> Vec<String> {
+        let args: Vec<String> = {
+            let mut start = 0;
+            self.ends
+                .iter()
+                .map(|&end| {
+                    let arg = String::from_utf8_lossy(&self.data[start..end]).into_owned();
+                    start = end;
+                    arg
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < args.len() {
+            let key_index: usize = args[i + 1].parse().expect("a key index");
+            let n: usize = args[i + 2].parse().expect("an argument count");
+            let mut line = format!("{} {}", args[i], self.keys[key_index - 2]);
+            for arg in &args[i + 3..i + 3 + n] {
+                line.push(' ');
+                line.push_str(arg);
+            }
+            out.push(line);
+            i += 3 + n;
+        }
+        out
+    }
+
+    /// Runs the batch atomically. With a `lock` (key, token), nothing is written unless the
+    /// key still holds the token; then the error has code [`LOCK_LOST`]. Returns the IDs of
+    /// the XADDs in order (publishes and dead-letters).
+    ///
+    /// The returned future owns everything it needs, so a consumer can leave the commit in
+    /// flight while it handles its next batch; the command is sent on its first poll.
+    pub(crate) async fn run<C>(
+        self,
+        mut con: C,
+        lock: Option<(String, String)>,
+    ) -> redis::RedisResult<Vec<String>>
+    where
+        C: redis::aio::ConnectionLike + Send + 'static,
+    {
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = self.command(lock);
         cmd.query_async(&mut con).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packed(cmd: &redis::Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => "<cursor>".into(),
+            })
+            .collect()
+    }
+
+    fn event(stream: &str, seq: u64, meta: &[(&str, &str)]) -> Event {
+        Event::new(
+            stream,
+            EntryId { ms: 7, seq },
+            None,
+            meta.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .with_deliveries(2)
+    }
+
+    #[test]
+    fn the_command_carries_lock_keys_token_and_ops_in_order() {
+        let mut commit = CommitBatch::default();
+        commit.publish(
+            &NewEvent::new("out", Some(vec![1, 2]), vec![("k".into(), "v".into())]).unwrap(),
+        );
+        commit.ack(
+            "in",
+            "g",
+            &[EntryId { ms: 1, seq: 0 }, EntryId { ms: 1, seq: 1 }],
+        );
+        commit.publish(&NewEvent::new("out", None, vec![("n".into(), "2".into())]).unwrap());
+        let args = packed(&commit.command(Some(("g_consumer-1".into(), "tok".into()))));
+        assert_eq!(args[0], "EVAL");
+        assert_eq!(args[1], COMMIT_SOURCE);
+        assert_eq!(
+            &args[2..],
+            [
+                "3",
+                "g_consumer-1",
+                "out",
+                "in",
+                "tok", // numkeys, KEYS, token
+                "A",
+                "2",
+                "4",
+                "s",
+                "\u{1}\u{2}",
+                "k",
+                "v", // XADD out
+                "K",
+                "3",
+                "3",
+                "g",
+                "1-0",
+                "1-1", // XACK in g
+                "A",
+                "2",
+                "2",
+                "n",
+                "2", // XADD out again: the same key index
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_lock_the_lock_key_and_token_are_empty() {
+        let mut commit = CommitBatch::default();
+        commit.ack("in", "g", &[EntryId { ms: 1, seq: 0 }]);
+        let args = packed(&commit.command(None));
+        assert_eq!(&args[2..6], ["2", "", "in", ""]);
+    }
+
+    #[test]
+    fn acks_are_split_into_chunks() {
+        let mut commit = CommitBatch::default();
+        let ids: Vec<EntryId> = (0..2500).map(|seq| EntryId { ms: 1, seq }).collect();
+        commit.ack("in", "g", &ids);
+        let ops = commit.describe();
+        assert_eq!(ops.len(), 3);
+        let counts: Vec<usize> = ops.iter().map(|op| op.split(' ').count() - 3).collect();
+        assert_eq!(counts, [ACK_CHUNK, ACK_CHUNK, 500]);
+        assert!(ops[2].ends_with(" 1-2499"));
+    }
+
+    #[test]
+    fn a_dead_letter_copies_the_entry_replaces_earlier_beehive_fields_and_acks() {
+        let mut commit = CommitBatch::default();
+        let redriven = event(
+            "in",
+            3,
+            &[
+                ("color", "red"),
+                (dead_letter_fields::REASON, "old"),
+                (dead_letter_fields::REDRIVES, "1"),
+            ],
+        );
+        commit.dead_letter("g-dead", "g", &redriven, "no such color");
+        assert_eq!(
+            commit.describe(),
+            [
+                "A g-dead color red beehive.redrives 1 beehive.origin-stream in beehive.origin-id 7-3 beehive.group g beehive.reason no such color beehive.deliveries 2",
+                "K in g 7-3",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_batch_is_empty() {
+        let commit = CommitBatch::default();
+        assert!(commit.is_empty());
+        assert!(commit.describe().is_empty());
     }
 }
