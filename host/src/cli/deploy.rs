@@ -50,7 +50,7 @@ pub(super) async fn deploy(args: DeployArgs) -> CommandResult {
         .consumers
         .get(&args.group)
         .map_or_else(GuestSettings::default, |c| {
-            crate::ops::supervisor::guest_settings(c, None)
+            GuestSettings::for_consumer(c, None)
         });
     check_instantiation(&component, &settings)
         .await

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ComponentSource, ConsumerConfig};
+use crate::consumer::Observer;
 use crate::ops::metrics::Metrics;
 use crate::runtime::{Component, GuestSettings, WasmEngine, check_instantiation};
 
@@ -99,7 +100,11 @@ impl Reloader {
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the component folder");
         }
-        let settings = crate::ops::supervisor::guest_settings(consumer, self.metrics.clone());
+        let observer = self
+            .metrics
+            .clone()
+            .map(|m| Arc::new(m) as Arc<dyn Observer>);
+        let settings = GuestSettings::for_consumer(consumer, observer);
         let slot = Slot {
             path,
             settings,

@@ -133,22 +133,6 @@ pub async fn load_all(
     Ok(components)
 }
 
-/// The sandbox settings of a group.
-pub fn guest_settings(
-    consumer: &ConsumerConfig,
-    metrics: Option<crate::ops::metrics::Metrics>,
-) -> GuestSettings {
-    let metrics = metrics.map(|m| Arc::new(m) as Arc<dyn crate::consumer::Observer>);
-    GuestSettings {
-        group: consumer.group.clone(),
-        publish: consumer.publish.clone(),
-        max_publishes: consumer.max_publishes,
-        memory: consumer.memory,
-        timeout: consumer.timeout,
-        metrics,
-    }
-}
-
 /// Runs every consumer of `config` with the live component versions of `reloader` until
 /// `cancel` fires (or, with `drain`, until everything is drained). In-flight batches finish
 /// and commit before it returns; locks are released.
@@ -495,6 +479,10 @@ async fn run_consumer(
             return;
         }
     };
+    let observer = run
+        .metrics
+        .clone()
+        .map(|m| Arc::new(m) as Arc<dyn crate::consumer::Observer>);
     {
         let options = consumer.options_mut();
         options.looping = !drain;
@@ -506,12 +494,9 @@ async fn run_consumer(
         options.lock_ttl = config.lock_ttl;
         options.pending_interval =
             (config.min_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
-        options.metrics = run
-            .metrics
-            .clone()
-            .map(|m| Arc::new(m) as Arc<dyn crate::consumer::Observer>);
+        options.metrics = observer.clone();
     }
-    let settings = guest_settings(&config, run.metrics.clone());
+    let settings = GuestSettings::for_consumer(&config, observer);
     let label = format!("{group}/consumer-{nr}");
     let mut failures = 0u32;
     loop {

@@ -11,6 +11,7 @@ use super::bindings::Consumer;
 use super::bindings::beehive::broker::types;
 use super::component::Component;
 use super::host::HostState;
+use crate::config::ConsumerConfig;
 use crate::consumer::{BatchError, BatchHandler, Decision, FailureKind, Observer, Outcome};
 use crate::event::Event;
 
@@ -44,6 +45,21 @@ impl Default for GuestSettings {
             memory: 64 << 20,
             timeout: Duration::from_secs(5),
             metrics: None,
+        }
+    }
+}
+
+impl GuestSettings {
+    /// The sandbox settings of `consumer`'s group, as its config file sets them; refused
+    /// publishes are counted by `observer`, if any.
+    pub fn for_consumer(consumer: &ConsumerConfig, observer: Option<Arc<dyn Observer>>) -> Self {
+        GuestSettings {
+            group: consumer.group.clone(),
+            publish: consumer.publish.clone(),
+            max_publishes: consumer.max_publishes,
+            memory: consumer.memory,
+            timeout: consumer.timeout,
+            metrics: observer,
         }
     }
 }
