@@ -20,8 +20,7 @@ use crate::event::{EntryId, Event, NewEvent};
 use crate::redis::commit::CommitBatch;
 
 /// The reason given to an entry deleted while pending.
-pub(super) const DELETED: &str =
-    "deleted: the entry has no data (deleted or trimmed while pending)";
+pub(super) const DELETED: &str = "deleted: the entry was deleted while pending (XDEL, or trimmed)";
 
 /// The settings a decision depends on.
 #[derive(Debug, Clone, Copy)]
