@@ -11,10 +11,12 @@
 //! watched with `notify` and debounced, and SIGHUP ([`Reloader::reload_all`]).
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use futures::FutureExt;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -49,6 +51,17 @@ struct Slot {
 }
 
 /// Holds the live version of every group's component and swaps in new ones.
+///
+/// A panic cannot take it down. Its locks are taken through [`slots`](Self::slots),
+/// [`slots_mut`](Self::slots_mut) and [`lock_watcher`](Self::lock_watcher), which take the
+/// data of a poisoned lock as it is instead of panicking in turn, and the file watcher's
+/// task survives a reload that panics. The data behind a poisoned lock is consistent
+/// because no critical section changes it in more than one step: a `Slot` is built before
+/// the write lock is taken and goes in with one `insert` (or out with one `remove`), a swap
+/// is one `send_replace` on the slot's channel, and the watcher is one value set or taken.
+/// A panic while a lock is held therefore leaves the map as it was before that step or as
+/// it is after it, never half-way; the most a panic inside `notify` (the one foreign call
+/// made under a lock) can cost is a folder left unwatched, which SIGHUP still reloads.
 pub struct Reloader {
     wasm: WasmEngine,
     slots: RwLock<BTreeMap<String, Slot>>,
@@ -69,6 +82,21 @@ fn watched(path: &Path) -> Option<(PathBuf, PathBuf)> {
 }
 
 impl Reloader {
+    /// The slots, for reading, even after a panic elsewhere poisoned the lock.
+    fn slots(&self) -> RwLockReadGuard<'_, BTreeMap<String, Slot>> {
+        self.slots.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The slots, for writing, even after a panic elsewhere poisoned the lock.
+    fn slots_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Slot>> {
+        self.slots.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The file watcher, even after a panic elsewhere poisoned its lock.
+    fn lock_watcher(&self) -> MutexGuard<'_, Option<RecommendedWatcher>> {
+        self.watcher.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Starts from the versions loaded at start-up, one per group of `consumers`.
     pub fn new<'a>(
         wasm: WasmEngine,
@@ -93,8 +121,7 @@ impl Reloader {
             ComponentSource::File(path) => Some(path.clone()),
             ComponentSource::Deployed => None,
         };
-        if let (Some(path), Some(watcher)) =
-            (&path, self.watcher.lock().expect("watcher lock").as_mut())
+        if let (Some(path), Some(watcher)) = (&path, self.lock_watcher().as_mut())
             && let Some((dir, _)) = watched(path)
             && let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive)
         {
@@ -110,10 +137,7 @@ impl Reloader {
             settings,
             sender: watch::Sender::new(component),
         };
-        self.slots
-            .write()
-            .expect("slots lock")
-            .insert(consumer.group.clone(), slot);
+        self.slots_mut().insert(consumer.group.clone(), slot);
     }
 
     /// The WebAssembly engine components are compiled with.
@@ -123,33 +147,22 @@ impl Reloader {
 
     /// Removes the slot of `group` (its consumers were stopped).
     pub fn remove(&self, group: &str) {
-        self.slots.write().expect("slots lock").remove(group);
+        self.slots_mut().remove(group);
     }
 
     /// The groups it holds components for.
     pub fn groups(&self) -> Vec<String> {
-        self.slots
-            .read()
-            .expect("slots lock")
-            .keys()
-            .cloned()
-            .collect()
+        self.slots().keys().cloned().collect()
     }
 
     /// Follows `group`'s live version.
     pub fn subscribe(&self, group: &str) -> Option<watch::Receiver<Component>> {
-        self.slots
-            .read()
-            .expect("slots lock")
-            .get(group)
-            .map(|slot| slot.sender.subscribe())
+        self.slots().get(group).map(|slot| slot.sender.subscribe())
     }
 
     /// The live version of `group`.
     pub fn current(&self, group: &str) -> Option<Component> {
-        self.slots
-            .read()
-            .expect("slots lock")
+        self.slots()
             .get(group)
             .map(|slot| slot.sender.borrow().clone())
     }
@@ -166,7 +179,38 @@ impl Reloader {
 
     /// Reloads `group` from its file.
     pub async fn reload(&self, group: &str) -> ReloadOutcome {
-        let path = match self.slots.read().expect("slots lock").get(group) {
+        self.guarded(group, self.reload_unguarded(group)).await
+    }
+
+    /// Swaps `candidate` in for `group` if it instantiates; unchanged if it is the live one.
+    pub async fn offer(&self, group: &str, candidate: Component) -> ReloadOutcome {
+        self.guarded(group, self.offer_unguarded(group, candidate))
+            .await
+    }
+
+    /// Runs `reload`; a panic in it refuses the version (logged and counted) instead of
+    /// unwinding into the caller, such as the file watcher's task. The reloader's state
+    /// stays consistent across the panic (see [`Reloader`]), so nothing needs undoing.
+    async fn guarded(
+        &self,
+        group: &str,
+        reload: impl Future<Output = ReloadOutcome>,
+    ) -> ReloadOutcome {
+        match AssertUnwindSafe(reload).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("a panic without a message");
+                self.refuse(group, format!("the reload panicked: {message}"))
+            }
+        }
+    }
+
+    async fn reload_unguarded(&self, group: &str) -> ReloadOutcome {
+        let path = match self.slots().get(group) {
             None => {
                 return ReloadOutcome::Refused(format!(
                     "no component is configured for group {group}"
@@ -178,15 +222,14 @@ impl Reloader {
             return ReloadOutcome::Unchanged;
         };
         match self.load_file(&path).await {
-            Ok(candidate) => self.offer(group, candidate).await,
+            Ok(candidate) => self.offer_unguarded(group, candidate).await,
             Err(reason) => self.refuse(group, reason),
         }
     }
 
-    /// Swaps `candidate` in for `group` if it instantiates; unchanged if it is the live one.
-    pub async fn offer(&self, group: &str, candidate: Component) -> ReloadOutcome {
+    async fn offer_unguarded(&self, group: &str, candidate: Component) -> ReloadOutcome {
         let settings = {
-            let slots = self.slots.read().expect("slots lock");
+            let slots = self.slots();
             let Some(slot) = slots.get(group) else {
                 return ReloadOutcome::Refused(format!(
                     "no component is configured for group {group}"
@@ -208,7 +251,7 @@ impl Reloader {
         }
         let digest = candidate.digest().to_string();
         tracing::info!(group, digest = %candidate.short_digest(), origin = %candidate.origin(), "reloaded component; batches from now on use it");
-        if let Some(slot) = self.slots.read().expect("slots lock").get(group) {
+        if let Some(slot) = self.slots().get(group) {
             slot.sender.send_replace(candidate);
         }
         if let Some(metrics) = &self.metrics {
@@ -238,9 +281,7 @@ impl Reloader {
     /// The group whose component file is `path`, if any.
     fn group_of(&self, path: &Path) -> Option<String> {
         let (_, path) = watched(path)?;
-        self.slots
-            .read()
-            .expect("slots lock")
+        self.slots()
             .iter()
             .find(|(_, slot)| {
                 slot.path
@@ -274,9 +315,7 @@ impl Reloader {
                 }
             })?;
         let paths: Vec<PathBuf> = self
-            .slots
-            .read()
-            .expect("slots lock")
+            .slots()
             .values()
             .filter_map(|s| s.path.clone())
             .collect();
@@ -285,7 +324,7 @@ impl Reloader {
                 watcher.watch(&dir, RecursiveMode::NonRecursive)?;
             }
         }
-        *self.watcher.lock().expect("watcher lock") = Some(watcher);
+        *self.lock_watcher() = Some(watcher);
         tokio::spawn(async move {
             let mut due: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
             loop {
@@ -308,8 +347,131 @@ impl Reloader {
                     }
                 }
             }
-            self.watcher.lock().expect("watcher lock").take();
+            self.lock_watcher().take();
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// The smallest component the host accepts: it exports `handle-events`, and traps if
+    /// a batch is ever given to it.
+    const COMPONENT: &str = r#"
+        (component
+          (core module $m
+            (memory (export "memory") 1)
+            (func (export "handle") (param i32 i32) (result i32) unreachable)
+            (func (export "realloc") (param i32 i32 i32 i32) (result i32) unreachable))
+          (core instance $i (instantiate $m))
+          (type $outcome' (variant (case "ack") (case "retry" string) (case "dead-letter" string)))
+          (export $outcome "outcome" (type $outcome'))
+          (type $result (result (list $outcome) (error string)))
+          (func $handle (param "events" (list u8)) (result $result)
+            (canon lift (core func $i "handle") (memory (core memory $i "memory"))
+              (realloc (core func $i "realloc"))))
+          (instance $handler
+            (export "outcome" (type $outcome))
+            (export "handle-events" (func $handle)))
+          (export "beehive:broker/handler@0.2.0" (instance $handler)))
+    "#;
+
+    /// The consumer config of group `handlers`, whose component file is `file`.
+    fn consumer(file: &Path) -> ConsumerConfig {
+        let text = format!(
+            "default:\n  redis: localhost:6379:0\n  streams:\n    events: [handlers]\n\
+             consumers:\n  handlers:\n    component: {}\n",
+            file.display()
+        );
+        let mut config = Config::parse(&text, Path::new("beehive.yaml")).unwrap();
+        config.consumers.remove("handlers").unwrap()
+    }
+
+    /// Takes `lock` in another thread and panics while holding it.
+    fn panic_holding<T>(lock: impl FnOnce() -> T + Send) {
+        std::thread::scope(|scope| {
+            let holder = scope.spawn(|| {
+                let _held = lock();
+                panic!("a task panics while it holds the lock");
+            });
+            assert!(holder.join().is_err());
+        });
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_a_lock_is_held_does_not_take_the_reloader_down() {
+        let dir = std::env::temp_dir().join(format!("beehive-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Not a binary component: reloading it is refused, which is a reload that works.
+        let file = dir.join("handler.wasm");
+        std::fs::write(&file, COMPONENT).unwrap();
+        let wasm = WasmEngine::new().unwrap().with_cache_dir(None);
+        let v1 = wasm.load_wat(COMPONENT, "v1").unwrap();
+        let v2 = wasm
+            .load_wat(&COMPONENT.replace("unreachable)", "unreachable nop)"), "v2")
+            .unwrap();
+        assert_ne!(v1.digest(), v2.digest());
+        let config = consumer(&file);
+        let reloader = Arc::new(Reloader::new(wasm, [(&config, v1.clone())], None));
+        let cancel = CancellationToken::new();
+        reloader.clone().watch_files(cancel.clone()).unwrap();
+
+        panic_holding(|| reloader.slots_mut());
+        panic_holding(|| reloader.lock_watcher());
+        assert!(reloader.slots.is_poisoned() && reloader.watcher.is_poisoned());
+
+        // Every entry point still works, on the state as it was before the panics.
+        assert_eq!(reloader.groups(), ["handlers"]);
+        assert_eq!(reloader.current("handlers").unwrap().digest(), v1.digest());
+        let mut updates = reloader.subscribe("handlers").unwrap();
+        assert_eq!(
+            reloader.offer("handlers", v2.clone()).await,
+            ReloadOutcome::Swapped {
+                digest: v2.digest().to_string()
+            }
+        );
+        assert!(updates.has_changed().unwrap());
+        assert_eq!(updates.borrow_and_update().digest(), v2.digest());
+        assert_eq!(
+            reloader.offer("handlers", v2.clone()).await,
+            ReloadOutcome::Unchanged
+        );
+        let ReloadOutcome::Refused(reason) = reloader.reload("handlers").await else {
+            panic!("a text file is not a component");
+        };
+        assert!(reason.contains("not a WebAssembly component"), "{reason}");
+        reloader.insert(
+            &ConsumerConfig {
+                group: "others".into(),
+                ..config.clone()
+            },
+            v1.clone(),
+        );
+        assert_eq!(reloader.groups(), ["handlers", "others"]);
+        reloader.remove("others");
+        assert_eq!(reloader.groups(), ["handlers"]);
+        assert_eq!(reloader.current("handlers").unwrap().digest(), v2.digest());
+        reloader.clone().watch_files(cancel.clone()).unwrap();
+        cancel.cancel();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_panics_is_refused_and_the_caller_goes_on() {
+        let reloader = Reloader::new(WasmEngine::new().unwrap().with_cache_dir(None), [], None);
+        let outcome = reloader
+            .guarded("handlers", async { panic!("the compiler exploded") })
+            .await;
+        assert_eq!(
+            outcome,
+            ReloadOutcome::Refused("the reload panicked: the compiler exploded".into())
+        );
+        assert!(matches!(
+            reloader.reload("handlers").await,
+            ReloadOutcome::Refused(_)
+        ));
     }
 }

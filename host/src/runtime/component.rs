@@ -160,6 +160,33 @@ impl WasmEngine {
                 component
             }
         };
+        self.check(component, digest, origin)
+    }
+
+    /// Compiles a component written in the WebAssembly text format, for tests.
+    #[cfg(test)]
+    pub(crate) fn load_wat(&self, text: &str, origin: &str) -> Result<Component, ComponentError> {
+        let component = wasmtime::component::Component::new(&self.engine, text).map_err(|e| {
+            ComponentError {
+                origin: origin.to_string(),
+                reason: format!("does not compile: {e:#}"),
+            }
+        })?;
+        self.check(component, hex::encode(Sha256::digest(text)), origin)
+    }
+
+    /// Checks that `component` implements the `beehive:broker/consumer` world with nothing
+    /// imported beyond what the host provides, and builds its `InstancePre`.
+    fn check(
+        &self,
+        component: wasmtime::component::Component,
+        digest: String,
+        origin: &str,
+    ) -> Result<Component, ComponentError> {
+        let refuse = |reason: String| ComponentError {
+            origin: origin.to_string(),
+            reason,
+        };
         if let Some(version) = other_wit_version(&self.engine, &component) {
             return Err(refuse(format!(
                 "it was built for beehive:broker@{version}; this host runs beehive:broker@{WIT_VERSION} \
