@@ -19,8 +19,15 @@ import beehive_guest as bh
 TARGET = "colors-normalized"
 
 
-def round_half_away(x: float) -> int:
-    """Rounds as Rust's f64::round does: halves away from zero."""
+def round_to_i64(x: float) -> int:
+    """`x.round() as i64` in Rust: halves away from zero, NaN to 0, saturating at the i64
+    bounds."""
+    if math.isnan(x):
+        return 0
+    if x >= 2.0**63:
+        return 2**63 - 1
+    if x < -(2.0**63):
+        return -(2**63)
     a = abs(x)
     whole = math.floor(a)
     n = whole + 1 if a - whole >= 0.5 else whole
@@ -47,7 +54,7 @@ def normalize(event: bh.Event) -> Dict[str, Any]:
         body = body_of(event, "1")
         if not isinstance(body.get("color"), str) or not is_number(body.get("price")):
             raise bh.BadInput("cannot decode v1 body: expected color (string) and price (number)")
-        return {"color": body["color"], "price_cents": round_half_away(body["price"] * 100)}
+        return {"color": body["color"], "price_cents": round_to_i64(float(body["price"]) * 100)}
     if version == "2":
         body = body_of(event, "2")
         cents = body.get("price_cents")

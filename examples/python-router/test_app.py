@@ -42,6 +42,7 @@ class Router(unittest.TestCase):
             ("1-3", b"\xc1\xff", [("version", "1")]),
             ("1-4", mp.packb({"color": "half", "price": 0.125}), []),
             ("1-5", None, [("version", "2")]),
+            ("1-6", mp.packb({"color": "dear", "price": 1e300}), [("version", "1")]),
         ))
         self.assertEqual(outcomes[:2], [bh.ack(), bh.ack()])
         self.assertEqual(outcomes[2], bh.dead_letter('unknown version "3"'))
@@ -56,8 +57,11 @@ class Router(unittest.TestCase):
             # 12.5 cents rounds away from zero, as Rust's f64::round does.
             ("colors-normalized", {"color": "half", "price_cents": 13},
              [("source-id", "1-4"), ("source-version", ""), ("router", "python")]),
+            # Out of range saturates at i64::MAX, as `as i64` does.
+            ("colors-normalized", {"color": "dear", "price_cents": 2**63 - 1},
+             [("source-id", "1-6"), ("source-version", "1"), ("router", "python")]),
         ])
-        self.assertEqual(host.logs, [("info", "python router handled 6 events")])
+        self.assertEqual(host.logs, [("info", "python router handled 7 events")])
 
     def test_a_refused_publish_fails_the_batch(self):
         bh.use_fake_host(allow=[])
