@@ -14,6 +14,9 @@
 //! | deployed component of a group (hash `current`, `previous`) | `beehive:component:<group>` |
 //! | a deployed component's bytes | `beehive:component-bytes:<sha256>` |
 //! | what a host runs for a group | `beehive:hosts:<group>:<host>` |
+//! | outbox of a group's outputs to other domains (a stream) | `beehive:outbox:<group>` |
+//! | the relay's lock of that outbox | `beehive:relay-lock:<group>` |
+//! | dedupe marks of the outputs relayed to a stream (a hash) | `beehive:relayed:<stream>`, with the stream's hash tag |
 
 /// The prefix reserved for Beehive's own keys: no stream or group may start with it.
 pub const RESERVED_PREFIX: &str = "beehive:";
@@ -87,6 +90,40 @@ pub fn read_ahead_client_name(group: &str, consumer: &str) -> String {
         .collect()
 }
 
+/// The outbox of `group`: a stream, in the group's own commit domain, holding its outputs
+/// to streams of other domains until the relay has moved them.
+pub fn outbox(group: &str) -> String {
+    format!("beehive:outbox:{group}")
+}
+
+/// The lock that lets one relay at a time move the entries of `group`'s outbox.
+pub fn relay_lock(group: &str) -> String {
+    format!("beehive:relay-lock:{group}")
+}
+
+/// The hash of dedupe marks for outputs relayed to `stream` (field: the outbox, value:
+/// the last outbox entry ID written to `stream`). It lives in the slot of `stream`: a
+/// stream name with a hash tag keeps it, any other name becomes the tag.
+pub fn relay_marks(stream: &str) -> String {
+    if hash_tag(stream).is_some() {
+        format!("beehive:relayed:{stream}")
+    } else {
+        format!("beehive:relayed:{{{stream}}}")
+    }
+}
+
+/// The hash tag of a key (Redis Cluster: the part between the first `{` and the next `}`,
+/// when not empty), which decides its slot.
+pub fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')?;
+    (close > 0).then(|| &key[open + 1..open + 1 + close])
+}
+
+/// The field of an outbox entry that names the stream its output goes to; the fields that
+/// follow are the output's own.
+pub const OUTBOX_TARGET: &str = "beehive.target";
+
 /// Metadata fields added to a dead-lettered entry.
 pub mod dead_letter_fields {
     /// The stream the entry came from.
@@ -127,8 +164,27 @@ mod tests {
             read_ahead_client_name("a b", "consumer-1"),
             "beehive-read-ahead:a_b:consumer-1"
         );
+        assert_eq!(outbox("g"), "beehive:outbox:g");
+        assert_eq!(relay_lock("g"), "beehive:relay-lock:g");
         for key in [GC_LOCK, DEPLOY_CHANNEL, HOSTS_PREFIX] {
             assert!(key.starts_with(RESERVED_PREFIX));
         }
+    }
+
+    #[test]
+    fn relay_marks_share_the_slot_of_their_stream() {
+        assert_eq!(hash_tag("{orders}-created"), Some("orders"));
+        assert_eq!(hash_tag("a{}b"), None);
+        assert_eq!(hash_tag("plain"), None);
+        assert_eq!(
+            relay_marks("{orders}-created"),
+            "beehive:relayed:{orders}-created"
+        );
+        assert_eq!(relay_marks("stream-c"), "beehive:relayed:{stream-c}");
+        assert_eq!(hash_tag(&relay_marks("stream-c")), Some("stream-c"));
+        assert_eq!(
+            hash_tag(&relay_marks("{orders}-paid")),
+            hash_tag("{orders}-paid")
+        );
     }
 }

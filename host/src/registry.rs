@@ -201,6 +201,20 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A commit domain: what one Redis transaction can touch. For a standalone pool that is
+/// the pool; writes to streams of another domain go through the writer's outbox.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Domain {
+    /// The pool.
+    pub pool: String,
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pool {}", self.pool)
+    }
+}
+
 /// A registered Redis pool.
 #[derive(Debug, Clone)]
 pub struct PoolDef {
@@ -246,6 +260,30 @@ pub struct ValidatedRegistry {
 }
 
 impl ValidatedRegistry {
+    /// The commit domain `stream` is written in by a writer whose own domain is `from`:
+    /// a registered stream's, or for an unregistered one (a default dead-letter stream, an
+    /// ad-hoc stream) the writer's own.
+    pub fn stream_domain(&self, stream: &str, from: &Domain) -> Domain {
+        match self.stream(stream) {
+            Some(def) => Domain {
+                pool: def.pool.clone(),
+            },
+            None => from.clone(),
+        }
+    }
+
+    /// The commit domains whose streams `group` reads (one per pool: a group's streams
+    /// share a pool).
+    pub fn group_domains(&self, group: &str) -> Vec<Domain> {
+        self.group(group)
+            .map(|g| {
+                vec![Domain {
+                    pool: g.pool.clone(),
+                }]
+            })
+            .unwrap_or_default()
+    }
+
     /// Every registered pool, by name.
     pub fn pools(&self) -> impl Iterator<Item = &PoolDef> {
         self.inner.pools.values()

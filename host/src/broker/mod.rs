@@ -6,6 +6,7 @@
 pub mod flusher;
 pub mod gc;
 pub mod redrive;
+pub mod relay;
 pub mod stats;
 
 use serde::Serialize;

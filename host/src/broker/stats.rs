@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::{PoolContext, Result};
-use crate::redis::{commands, records};
+use crate::keys;
+use crate::redis::{commands, outbox, records};
 
 /// Statistics of one registered stream.
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +48,19 @@ pub struct GroupStatistics {
     pub hosts: Vec<HostComponent>,
     /// The digest deployed through Redis (`beehive deploy`), if any.
     pub deployed: Option<String>,
+    /// Outputs to other commit domains waiting in the group's outbox for the relay
+    /// (registered groups only).
+    pub outbox: Option<OutboxStatistics>,
+}
+
+/// A group's outbox: outputs committed for streams of other commit domains, not relayed yet.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OutboxStatistics {
+    /// Outputs waiting.
+    pub length: u64,
+    /// Age of the oldest waiting output.
+    #[serde(serialize_with = "millis")]
+    pub oldest_age: Option<Duration>,
 }
 
 /// A host running a group's component.
@@ -123,6 +137,7 @@ pub(crate) async fn collect(
                         dead_letter: None,
                         hosts: Vec::new(),
                         deployed: None,
+                        outbox: None,
                     });
                 }
             }
@@ -153,6 +168,7 @@ pub(crate) async fn collect(
                     dead_letter: None,
                     hosts: Vec::new(),
                     deployed: None,
+                    outbox: None,
                     name: info.name,
                 });
             }
@@ -166,6 +182,13 @@ pub(crate) async fn collect(
                     .map(|(host, digest)| HostComponent { host, digest })
                     .collect();
                 group.deployed = records::deployed_digest(&mut con, &group.name).await?;
+                let (length, oldest) =
+                    outbox::backlog(&mut con, &keys::outbox(&group.name)).await?;
+                group.outbox = Some(OutboxStatistics {
+                    length,
+                    oldest_age: oldest
+                        .map(|id| Duration::from_millis(now_ms.saturating_sub(id.ms))),
+                });
             }
             groups.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(StreamStatistics {

@@ -126,6 +126,17 @@ fn status_table(stats: &[crate::broker::stats::StreamStatistics]) -> String {
                 g.pending,
                 consumers.join(", ")
             );
+            if let Some(outbox) = g.outbox.as_ref().filter(|o| o.length > 0) {
+                let oldest = outbox.oldest_age.map_or("-".to_string(), |d| {
+                    humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
+                        .to_string()
+                });
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:<10} {:>10}  outbox: {} outputs waiting for the relay, oldest {oldest}",
+                    "", "", "", outbox.length
+                );
+            }
             if g.deployed.is_some() || !g.hosts.is_empty() {
                 let short = |d: &str| d[..12.min(d.len())].to_string();
                 let hosts: Vec<String> = g
@@ -200,6 +211,31 @@ pub(super) async fn validate(args: ValidateArgs) -> CommandResult {
                 "consumers.{group}: {} implements beehive:broker/consumer (sha256 {})",
                 component.origin(),
                 component.digest()
+            );
+        }
+    }
+    for domains in crate::config::group_domains(&config) {
+        let list = |d: &mut dyn Iterator<Item = &crate::registry::Domain>| {
+            let mut names: Vec<String> = d.map(|d| d.to_string()).collect();
+            names.dedup();
+            names.join(", ")
+        };
+        let mut outputs: Vec<String> = domains
+            .outputs
+            .iter()
+            .map(|(stream, d)| format!("{stream} ({d})"))
+            .collect();
+        outputs.dedup();
+        println!(
+            "consumers.{}: reads {}; writes {}",
+            domains.group,
+            list(&mut domains.inputs.iter()),
+            outputs.join(", ")
+        );
+        for (stream, domain) in domains.crossing() {
+            eprintln!(
+                "warning: consumers.{}: {stream} lives in {domain}, outside the group's domain: its outputs go through the outbox and land a little after the input is acknowledged",
+                domains.group
             );
         }
     }

@@ -24,6 +24,9 @@ use crate::registry::{Registry, ValidatedRegistry};
 
 pub use crate::error::ConfigError;
 
+mod domains;
+pub use domains::{GroupDomains, group_domains};
+
 /// The reserved top-level key for consumer settings.
 pub const CONSUMERS_KEY: &str = "consumers";
 /// The reserved top-level key for the metrics endpoint (`metrics: { addr: 127.0.0.1:9464 }`).

@@ -23,8 +23,12 @@ use crate::redis::commit::CommitBatch;
 pub(super) const DELETED: &str = "deleted: the entry was deleted while pending (XDEL, or trimmed)";
 
 /// The settings a decision depends on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub(super) struct Rules<'a> {
+    /// The group's outbox, for outputs to streams of another commit domain.
+    pub(super) outbox: &'a str,
+    /// True for a stream of another commit domain than the batch's.
+    pub(super) is_remote: &'a (dyn Fn(&str) -> bool + Sync),
     /// The consumer group.
     pub(super) group: &'a str,
     /// Where dead-lettered entries go.
@@ -177,17 +181,26 @@ pub(super) fn decide<'a>(
 
 impl Plan<'_> {
     /// The commit of this plan: dead-letters first (each with its acknowledgement), then
-    /// the acknowledgements per stream, then the publishes in the handler's order.
+    /// the acknowledgements per stream, then the publishes in the handler's order. Outputs
+    /// to streams of another commit domain go to the outbox, naming their target.
     pub(super) fn commit(&self, rules: Rules<'_>) -> CommitBatch {
         let mut commit = CommitBatch::default();
+        let via = |stream: &str| (rules.is_remote)(stream).then_some(rules.outbox);
+        let dead_letter_via = via(rules.dead_letter_stream);
         for (event, reason) in &self.dead_letters {
-            commit.dead_letter(rules.dead_letter_stream, rules.group, event, reason);
+            commit.dead_letter(
+                rules.dead_letter_stream,
+                rules.group,
+                event,
+                reason,
+                dead_letter_via,
+            );
         }
         for (stream, ids) in &self.acks {
             commit.ack(stream, rules.group, ids);
         }
         for event in &self.publishes {
-            commit.publish(event);
+            commit.publish(event, via(event.stream()));
         }
         commit
     }

@@ -1,7 +1,13 @@
 //! Unit tests of [`super::decide`]: one per branch of the decision table.
 use super::*;
 
+fn local(_: &str) -> bool {
+    false
+}
+
 const RULES: Rules<'static> = Rules {
+    outbox: "beehive:outbox:g",
+    is_remote: &local,
     group: "g",
     dead_letter_stream: "g-dead",
     max_deliveries: Some(3),
@@ -236,4 +242,31 @@ fn the_commit_holds_dead_letters_acks_and_publishes_in_that_order() {
 fn an_empty_plan_commits_nothing() {
     let plan = decide(&[], &[], Handled::Nothing, RULES).unwrap();
     assert!(plan.commit(RULES).is_empty());
+}
+
+#[test]
+fn outputs_to_another_domain_go_through_the_outbox() {
+    let far = |stream: &str| stream == "far" || stream == "g-dead";
+    let rules = Rules {
+        is_remote: &far,
+        ..RULES
+    };
+    let events = [event("a", 1, 1), event("a", 2, 1)];
+    let handled = Handled::Decided(Decision {
+        outcomes: vec![Outcome::Ack, Outcome::DeadLetter("bad".into())],
+        publishes: vec![
+            NewEvent::new("near", None, vec![("n".into(), "1".into())]).unwrap(),
+            NewEvent::new("far", None, vec![("n".into(), "2".into())]).unwrap(),
+        ],
+    });
+    let plan = decide(&[], &events, handled, rules).unwrap();
+    let ops = plan.commit(rules).describe();
+    assert!(
+        ops[0].starts_with("A beehive:outbox:g beehive.target g-dead "),
+        "{ops:?}"
+    );
+    assert_eq!(ops[1], "K a g 1-2");
+    assert_eq!(ops[2], "K a g 1-1");
+    assert_eq!(ops[3], "A near n 1");
+    assert_eq!(ops[4], "A beehive:outbox:g beehive.target far n 2");
 }

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::broker::EventBroker;
+use crate::broker::relay::Relay;
 use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
 use crate::event::{EntryId, Event, NewEvent};
@@ -127,6 +128,9 @@ pub struct ConsumerOptions {
     pub max_deliveries: Option<u32>,
     /// Where dead-lettered entries go. Default `<group>-dead-letter`.
     pub dead_letter_stream: String,
+    /// In drain mode, how long the consumer waits at the end for its outputs to other
+    /// commit domains to leave the outbox. Default 30 s.
+    pub relay_drain: Duration,
     /// Where to count batches, failures and publishes. Default `None`.
     pub metrics: Option<Arc<dyn Observer>>,
     /// Test hook: the next this-many commits fail before reaching Redis, as if the host
@@ -147,6 +151,7 @@ impl ConsumerOptions {
             handler_deadline: Duration::ZERO,
             max_deliveries: None,
             dead_letter_stream: keys::dead_letter_stream(group),
+            relay_drain: Duration::from_secs(30),
             fail_commits: Arc::default(),
             metrics: None,
         }
@@ -302,12 +307,40 @@ impl Consumer {
         if let Some(metrics) = &self.options.metrics {
             metrics.lock_held(&self.group.name, 1);
         }
+        // Outputs to streams of other commit domains wait in the group's outbox: relay them
+        // while consuming (one relay per outbox at a time, across hosts).
+        let relay = self.relay()?;
+        let relay_stop = CancellationToken::new();
+        let relaying = relay.clone().map(|relay| {
+            let stop = relay_stop.clone();
+            tokio::spawn(async move { relay.run(stop).await })
+        });
         let span = tracing::info_span!("consumer", group = %self.group.name, consumer = %consumer_name(nr));
         let result = run.run(handler).instrument(span).await;
         if let Some(metrics) = &self.options.metrics {
             metrics.lock_held(&self.group.name, -1);
         }
         let lost = lock.lost().is_cancelled() || matches!(result, Err(Error::LockLost(_)));
+        relay_stop.cancel();
+        if let Some(task) = relaying {
+            let _ = task.await;
+        }
+        if !self.options.looping
+            && !lost
+            && let Some(relay) = &relay
+        {
+            // Drain mode: the outputs land before the call returns (bounded: a target that
+            // stays down leaves them in the outbox for a later relay).
+            match relay.drain(self.options.relay_drain).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(group = %self.group.name, "outputs to other domains still wait in the outbox; a later run relays them")
+                }
+                Err(e) => {
+                    tracing::warn!(group = %self.group.name, error = %e, "cannot drain the outbox")
+                }
+            }
+        }
         if let Err(e) = lock.release().await {
             tracing::warn!(error = %e, "cannot release consumer lock; it expires by itself");
         }
@@ -316,6 +349,26 @@ impl Consumer {
             Ok(_) if lost => Ok(false),
             other => other,
         }
+    }
+
+    /// The relay of this group's outbox, when any output can land in another commit domain
+    /// (more than one pool is registered).
+    fn relay(&self) -> Result<Option<Relay>> {
+        if self.engine.registry().pools().nth(1).is_none() {
+            return Ok(None);
+        }
+        let mut relay = Relay::new(
+            &self.engine,
+            &self.group.name,
+            &self.options.dead_letter_stream,
+        )?;
+        if let Some(metrics) = self.options.metrics.clone() {
+            let group = self.group.name.clone();
+            relay = relay.on_delivered(Arc::new(move |target, n| {
+                metrics.relayed(&group, target, n)
+            }));
+        }
+        Ok(Some(relay))
     }
 
     /// Moves every pending entry of `consumer-<from>` to `consumer-<to>`, on all the group's

@@ -32,6 +32,10 @@ pub trait Observer: std::fmt::Debug + Send + Sync + 'static {
     fn publish_refused(&self, group: &str);
     /// A commit of `group` failed (the batch stays pending).
     fn commit_failed(&self, group: &str);
+    /// The relay of `group`'s outbox wrote `n` outputs to `stream` (another commit domain).
+    fn relayed(&self, group: &str, stream: &str, n: u64);
+    /// `n` entries of `group` were found deleted while pending and dead-lettered.
+    fn deleted_while_pending(&self, group: &str, n: u64);
     /// A consumer of `group` took (`+1`) or released (`-1`) its lock.
     fn lock_held(&self, group: &str, delta: i64);
 }

@@ -22,6 +22,7 @@ use super::source::{Fetched, Reader};
 use super::{BatchHandler, Consumer, ConsumerOptions};
 use crate::error::{Error, Result};
 use crate::event::{EntryId, Event};
+use crate::keys;
 use crate::redis::commands;
 use crate::redis::lock::Lock;
 
@@ -161,7 +162,13 @@ impl Run<'_> {
         let started = Instant::now();
         let oldest_entry_ms = batch.iter().map(|e| e.id.ms).min();
         let options = &self.consumer.options;
+        let registry = self.consumer.engine.registry();
+        let own_pool = self.consumer.group.pool.as_str();
+        let is_remote = |stream: &str| registry.stream(stream).is_some_and(|s| s.pool != own_pool);
+        let outbox = keys::outbox(&self.consumer.group.name);
         let rules = Rules {
+            outbox: &outbox,
+            is_remote: &is_remote,
             group: &self.consumer.group.name,
             dead_letter_stream: &options.dead_letter_stream,
             max_deliveries: options.max_deliveries,

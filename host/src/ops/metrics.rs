@@ -53,6 +53,10 @@ struct Inner {
     length: Family<Labels, Gauge>,
     oldest_pending: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     locks: Family<Labels, Gauge>,
+    relayed: Family<Labels, Counter>,
+    deleted_pending: Family<Labels, Counter>,
+    outbox_length: Family<Labels, Gauge>,
+    outbox_oldest: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 fn group(group: &str) -> Labels {
@@ -92,6 +96,10 @@ impl Metrics {
             length: Family::default(),
             oldest_pending: Family::default(),
             locks: Family::default(),
+            relayed: Family::default(),
+            deleted_pending: Family::default(),
+            outbox_length: Family::default(),
+            outbox_oldest: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -165,6 +173,26 @@ impl Metrics {
             "locks_held",
             "Consumers of the group holding their lock in this host",
             inner.locks.clone(),
+        );
+        registry.register(
+            "relay_delivered",
+            "Outputs the relay wrote to streams of another commit domain, by target stream",
+            inner.relayed.clone(),
+        );
+        registry.register(
+            "events_deleted_while_pending",
+            "Entries found deleted (XDEL, trimmed) while pending, dead-lettered",
+            inner.deleted_pending.clone(),
+        );
+        registry.register(
+            "outbox_length",
+            "Outputs waiting in the group's outbox for the relay",
+            inner.outbox_length.clone(),
+        );
+        registry.register(
+            "outbox_oldest_seconds",
+            "Age of the oldest output waiting in the group's outbox",
+            inner.outbox_oldest.clone(),
         );
         Metrics {
             inner: Arc::new(Inner { registry, ..inner }),
@@ -241,6 +269,34 @@ impl Metrics {
             .locks
             .get_or_create(&group(group_name))
             .inc_by(delta);
+    }
+
+    /// Records outputs the relay wrote to `stream` for `group`.
+    pub fn relayed(&self, group_name: &str, stream: &str, n: u64) {
+        let mut labels = group(group_name);
+        labels.push(("stream", stream.to_string()));
+        self.inner.relayed.get_or_create(&labels).inc_by(n);
+    }
+
+    /// Records entries of `group` found deleted while pending.
+    pub fn deleted_while_pending(&self, group_name: &str, n: u64) {
+        self.inner
+            .deleted_pending
+            .get_or_create(&group(group_name))
+            .inc_by(n);
+    }
+
+    /// Sets the outbox gauges of `group`: waiting outputs and the age of the oldest.
+    pub fn set_outbox(&self, group_name: &str, length: u64, oldest: Option<Duration>) {
+        let labels = group(group_name);
+        self.inner
+            .outbox_length
+            .get_or_create(&labels)
+            .set(length as i64);
+        self.inner
+            .outbox_oldest
+            .get_or_create(&labels)
+            .set(oldest.map_or(0.0, |d| d.as_secs_f64()));
     }
 
     /// Sets the length gauge of `stream`.
@@ -360,6 +416,14 @@ impl Observer for Metrics {
 
     fn commit_failed(&self, group: &str) {
         Metrics::commit_failed(self, group);
+    }
+
+    fn relayed(&self, group: &str, stream: &str, n: u64) {
+        Metrics::relayed(self, group, stream, n);
+    }
+
+    fn deleted_while_pending(&self, group: &str, n: u64) {
+        Metrics::deleted_while_pending(self, group, n);
     }
 
     fn lock_held(&self, group: &str, delta: i64) {

@@ -539,6 +539,9 @@ fn observe_statistics(
     for stream in stats {
         metrics.set_stream_length(&stream.name, stream.length);
         for g in stream.groups.iter().filter(|g| g.registered) {
+            if let Some(outbox) = &g.outbox {
+                metrics.set_outbox(&g.name, outbox.length, outbox.oldest_age);
+            }
             metrics.set_group_backlog(
                 &g.name,
                 &stream.name,

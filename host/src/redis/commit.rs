@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use crate::event::{EntryId, Event, NewEvent};
-use crate::keys::dead_letter_fields;
+use crate::keys::{self, dead_letter_fields};
 
 /// Error code the script raises when the lock is not ours any more.
 pub(crate) const LOCK_LOST: &str = "BEEHIVE_LOCK_LOST";
@@ -81,9 +81,22 @@ impl CommitBatch {
         self.ops += 1;
     }
 
-    /// Adds an `XADD` of `event`.
-    pub(crate) fn publish(&mut self, event: &NewEvent) {
-        self.op("A", &event.stream, 2 * event.fields().count());
+    /// Starts an `XADD` of an entry with `n` fields to `stream`, or, with an `outbox`, to
+    /// the outbox with the target stream as its first field (the relay moves it).
+    fn add(&mut self, stream: &str, outbox: Option<&str>, fields: usize) {
+        match outbox {
+            None => self.op("A", stream, 2 * fields),
+            Some(outbox) => {
+                self.op("A", outbox, 2 * (fields + 1));
+                self.arg(keys::OUTBOX_TARGET.as_bytes());
+                self.arg(stream.as_bytes());
+            }
+        }
+    }
+
+    /// Adds an `XADD` of `event` (to its stream, or with an `outbox` to that outbox).
+    pub(crate) fn publish(&mut self, event: &NewEvent, outbox: Option<&str>) {
+        self.add(&event.stream, outbox, event.fields().count());
         for (k, v) in event.fields() {
             self.arg(k);
             self.arg(v);
@@ -102,14 +115,15 @@ impl CommitBatch {
         }
     }
 
-    /// Copies `event` (body and metadata) to `dead_letter_stream` with the `beehive.*`
-    /// fields, and acknowledges it.
+    /// Copies `event` (body and metadata) to `dead_letter_stream` (or with an `outbox`,
+    /// to the outbox for it) with the `beehive.*` fields, and acknowledges it.
     pub(crate) fn dead_letter(
         &mut self,
         dead_letter_stream: &str,
         group: &str,
         event: &Event,
         reason: &str,
+        outbox: Option<&str>,
     ) {
         use dead_letter_fields::*;
         let kept = || {
@@ -118,8 +132,8 @@ impl CommitBatch {
                 .iter()
                 .filter(|(k, _)| !dead_letter_fields::ADDED.contains(&k.as_str()))
         };
-        let n = 2 * (usize::from(event.body.is_some()) + kept().count() + 5);
-        self.op("A", dead_letter_stream, n);
+        let n = usize::from(event.body.is_some()) + kept().count() + 5;
+        self.add(dead_letter_stream, outbox, n);
         if let Some(body) = &event.body {
             self.arg(b"s");
             self.arg(body);
@@ -249,13 +263,17 @@ mod tests {
         let mut commit = CommitBatch::default();
         commit.publish(
             &NewEvent::new("out", Some(vec![1, 2]), vec![("k".into(), "v".into())]).unwrap(),
+            None,
         );
         commit.ack(
             "in",
             "g",
             &[EntryId { ms: 1, seq: 0 }, EntryId { ms: 1, seq: 1 }],
         );
-        commit.publish(&NewEvent::new("out", None, vec![("n".into(), "2".into())]).unwrap());
+        commit.publish(
+            &NewEvent::new("out", None, vec![("n".into(), "2".into())]).unwrap(),
+            None,
+        );
         let args = packed(&commit.command(Some(("g_consumer-1".into(), "tok".into()))));
         assert_eq!(args[0], "EVAL");
         assert_eq!(args[1], COMMIT_SOURCE);
@@ -321,7 +339,7 @@ mod tests {
                 (dead_letter_fields::REDRIVES, "1"),
             ],
         );
-        commit.dead_letter("g-dead", "g", &redriven, "no such color");
+        commit.dead_letter("g-dead", "g", &redriven, "no such color", None);
         assert_eq!(
             commit.describe(),
             [
@@ -336,5 +354,27 @@ mod tests {
         let commit = CommitBatch::default();
         assert!(commit.is_empty());
         assert!(commit.describe().is_empty());
+    }
+
+    #[test]
+    fn outputs_to_another_domain_go_to_the_outbox_naming_their_target() {
+        let mut commit = CommitBatch::default();
+        let out = NewEvent::new("far", None, vec![("k".into(), "v".into())]).unwrap();
+        commit.publish(&out, Some("beehive:outbox:g"));
+        commit.dead_letter(
+            "far-dead",
+            "g",
+            &event("in", 1, &[("a", "b")]),
+            "bad",
+            Some("beehive:outbox:g"),
+        );
+        assert_eq!(
+            commit.describe(),
+            [
+                "A beehive:outbox:g beehive.target far k v",
+                "A beehive:outbox:g beehive.target far-dead a b beehive.origin-stream in beehive.origin-id 7-1 beehive.group g beehive.reason bad beehive.deliveries 2",
+                "K in g 7-1",
+            ]
+        );
     }
 }

@@ -1,0 +1,326 @@
+//! The relay: moves a group's outputs from its outbox (in the group's own commit domain) to
+//! their target streams in other domains, exactly once and in publish order per target.
+//!
+//! A consumer commits outputs to streams of another domain into the outbox, atomically with
+//! the acknowledgements of the batch that produced them. The relay then, holding the outbox's
+//! lock (`keys::relay_lock`, one relay at a time across hosts):
+//!
+//! 1. reads the oldest page of the outbox,
+//! 2. per target domain, writes the page's outputs in one script that also records a dedupe
+//!    mark per target stream (so an output written before a crash is skipped, never written
+//!    twice),
+//! 3. deletes the delivered entries from the outbox; outputs a target refused (a key of
+//!    another type, an ACL) are moved to the group's dead-letter stream with the reason,
+//!    atomically with their deletion from the outbox.
+//!
+//! A target that cannot be reached stops the relay at that output (order is kept) and it
+//! retries with a backoff; the consumers go on and the outbox grows meanwhile.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::error::{Error, PoolContext, Result};
+use crate::event::EntryId;
+use crate::keys::{self, dead_letter_fields};
+use crate::redis::commands;
+use crate::redis::lock::Lock;
+use crate::redis::outbox::{self, Delivery, Output};
+
+/// How many outputs one relay step moves.
+const PAGE: usize = 500;
+/// TTL of the relay lock (refreshed every third of it): a relay that dies hands over to
+/// another host's within this time.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+/// How long one wait for new outbox entries blocks.
+const BLOCK: Duration = Duration::from_secs(2);
+
+/// Told how many outputs were written to each target stream.
+pub type DeliveredFn = Arc<dyn Fn(&str, u64) + Send + Sync>;
+
+/// The relay of one group's outbox; cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    engine: Engine,
+    group: String,
+    pool: String,
+    outbox: String,
+    dead_letter_stream: String,
+    delivered: Option<DeliveredFn>,
+}
+
+impl Relay {
+    /// The relay of `group`'s outbox. Refused outputs go to `dead_letter_stream` when it
+    /// lives in the group's pool, else to the group's default dead-letter stream there.
+    pub fn new(engine: &Engine, group: &str, dead_letter_stream: &str) -> Result<Relay> {
+        let def = engine
+            .registry()
+            .group(group)
+            .ok_or_else(|| Error::UnregisteredGroup(group.to_string()))?;
+        let local = engine
+            .registry()
+            .stream(dead_letter_stream)
+            .is_none_or(|s| s.pool == def.pool);
+        Ok(Relay {
+            engine: engine.clone(),
+            group: group.to_string(),
+            pool: def.pool.clone(),
+            outbox: keys::outbox(group),
+            dead_letter_stream: if local {
+                dead_letter_stream.to_string()
+            } else {
+                keys::dead_letter_stream(group)
+            },
+            delivered: None,
+        })
+    }
+
+    /// Calls `delivered(target, n)` after each step that wrote outputs.
+    pub fn on_delivered(mut self, delivered: DeliveredFn) -> Relay {
+        self.delivered = Some(delivered);
+        self
+    }
+
+    /// Relays until `cancel` fires: takes the outbox's lock when free, then moves entries as
+    /// they come. Errors are logged and retried with a backoff.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !cancel.is_cancelled() {
+            match self.hold_and_relay(&cancel, None).await {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "relay failed; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Moves outputs until the outbox is empty (`Ok(true)`), or `timeout` passes
+    /// (`Ok(false)`: a target is unreachable, or another host's relay is slow); for drain
+    /// mode, so outputs land before the process exits.
+    pub async fn drain(&self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let cancel = CancellationToken::new();
+        loop {
+            if self.backlog().await?.0 == 0 {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            match self.hold_and_relay(&cancel, Some(deadline)).await {
+                Ok(true) => {}
+                // Another relay holds the lock: it moves the entries; check again soon.
+                Ok(false) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "relay failed while draining; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Entries waiting in the outbox and the ID of the oldest.
+    pub async fn backlog(&self) -> Result<(u64, Option<EntryId>)> {
+        let pool = self.engine.pool(&self.pool)?;
+        let mut con = pool.connection().await?;
+        outbox::backlog(&mut con, &self.outbox)
+            .await
+            .pool(&self.pool)
+    }
+
+    /// Takes the lock (or returns `Ok(false)` at once when another relay has it) and moves
+    /// entries while holding it: until `cancel` fires, or with a `deadline`, until the
+    /// outbox is empty or the deadline passes.
+    async fn hold_and_relay(
+        &self,
+        cancel: &CancellationToken,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
+        let pool = self.engine.pool(&self.pool)?;
+        let con = pool.connection().await?;
+        let Some(lock) =
+            Lock::acquire(con, &self.pool, &keys::relay_lock(&self.group), LOCK_TTL).await?
+        else {
+            if deadline.is_none() {
+                // Another host relays: look again later (its lock expires if it dies).
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep(LOCK_TTL / 3) => {}
+                }
+            }
+            return Ok(false);
+        };
+        let result = self.relay_while(&lock, cancel, deadline).await;
+        if let Err(e) = lock.release().await {
+            tracing::debug!(error = %e, "cannot release the relay lock; it expires by itself");
+        }
+        result.map(|()| true)
+    }
+
+    async fn relay_while(
+        &self,
+        lock: &Lock,
+        cancel: &CancellationToken,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        let pool = self.engine.pool(&self.pool)?;
+        let mut con = pool.connection().await?;
+        let mut waiter = None;
+        loop {
+            if cancel.is_cancelled()
+                || lock.lost().is_cancelled()
+                || deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                return Ok(());
+            }
+            let page = outbox::page(&mut con, &self.outbox, PAGE)
+                .await
+                .pool(&self.pool)?;
+            if page.is_empty() {
+                if deadline.is_some() {
+                    return Ok(());
+                }
+                if waiter.is_none() {
+                    waiter = Some(pool.dedicated(BLOCK + Duration::from_secs(5)).await?);
+                }
+                let waiting = waiter.as_mut().expect("opened above");
+                tokio::select! {
+                    result = outbox::wait_for_entries(waiting, &self.outbox, BLOCK) => {
+                        // A failed wait drops the connection: the next step opens another.
+                        result.pool(&self.pool)?;
+                    }
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = lock.lost().cancelled() => return Ok(()),
+                }
+                continue;
+            }
+            let moved = self.relay_page(&mut con, &page).await?;
+            if moved == 0 {
+                // The head of the outbox cannot move now (a target is down): wait a little.
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    }
+
+    /// Delivers one page: per target domain, in outbox order; stops at the first output
+    /// that cannot be written now. Returns how many outbox entries were settled.
+    async fn relay_page<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        source: &mut C,
+        page: &[Output],
+    ) -> Result<usize> {
+        // The prefix of the page that can be delivered: everything up to the first output
+        // whose domain fails. Outputs of one domain go in one script, in order.
+        let mut settled: Vec<EntryId> = Vec::new();
+        let mut refused: Vec<(&Output, String)> = Vec::new();
+        let mut written: BTreeMap<String, u64> = BTreeMap::new();
+        let mut stop_at = page.len();
+        let mut by_pool: BTreeMap<String, Vec<(usize, &Output)>> = BTreeMap::new();
+        for (i, output) in page.iter().enumerate() {
+            match &output.target {
+                None => refused.push((output, "outbox entry names no target stream".into())),
+                Some(target) => {
+                    let pool = self
+                        .engine
+                        .registry()
+                        .stream(target)
+                        .map_or(self.pool.clone(), |s| s.pool.clone());
+                    by_pool.entry(pool).or_default().push((i, output));
+                }
+            }
+        }
+        let mark_field = format!("{}/{}", self.pool, self.outbox);
+        for (pool_name, outputs) in &by_pool {
+            let only: Vec<&Output> = outputs.iter().map(|(_, o)| *o).collect();
+            let delivered = match self.engine.pool(pool_name) {
+                Ok(pool) => match pool.connection().await {
+                    Ok(mut con) => outbox::deliver(&mut con, &mark_field, &only)
+                        .await
+                        .pool(pool_name),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match delivered {
+                Ok(results) => {
+                    for ((i, output), result) in outputs.iter().zip(results) {
+                        match result {
+                            Delivery::Written(_) => {
+                                settled.push(output.id);
+                                *written
+                                    .entry(output.target.clone().unwrap_or_default())
+                                    .or_default() += 1;
+                            }
+                            Delivery::Skipped => settled.push(output.id),
+                            Delivery::Refused(reason) => refused.push((output, reason)),
+                            Delivery::Later(reason) => {
+                                tracing::warn!(group = %self.group, pool = %pool_name, %reason, "relay target cannot take outputs now");
+                                stop_at = stop_at.min(*i);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(group = %self.group, pool = %pool_name, error = %e, "relay target unreachable; its outputs wait in the outbox");
+                    stop_at = stop_at.min(outputs[0].0);
+                }
+            }
+        }
+        // Entries behind a failed one stay for the next step too, so that a later retry
+        // cannot overtake them per target (their marks keep what was written from being
+        // written again).
+        let kept = |id: &EntryId| {
+            page.iter()
+                .position(|o| o.id == *id)
+                .is_some_and(|i| i < stop_at)
+        };
+        settled.retain(kept);
+        refused.retain(|(o, _)| kept(&o.id));
+        outbox::remove(source, &self.outbox, &settled)
+            .await
+            .pool(&self.pool)?;
+        let mut moved = settled.len();
+        for (output, reason) in refused {
+            tracing::warn!(group = %self.group, target = ?output.target, %reason, "relay target refused an output; dead-lettering it");
+            let reason = format!("relay refused: {reason}");
+            let target = output.target.clone().unwrap_or_default();
+            let mut fields: Vec<(&[u8], &[u8])> = output
+                .fields
+                .iter()
+                .filter(|(k, _)| !dead_letter_fields::ADDED.iter().any(|a| a.as_bytes() == k))
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .collect();
+            let id = output.id.to_string();
+            fields.push((
+                dead_letter_fields::ORIGIN_STREAM.as_bytes(),
+                target.as_bytes(),
+            ));
+            fields.push((dead_letter_fields::ORIGIN_ID.as_bytes(), id.as_bytes()));
+            fields.push((dead_letter_fields::GROUP.as_bytes(), self.group.as_bytes()));
+            fields.push((dead_letter_fields::REASON.as_bytes(), reason.as_bytes()));
+            commands::redrive_entry(source, &self.outbox, &self.dead_letter_stream, &id, &fields)
+                .await
+                .pool(&self.pool)?;
+            moved += 1;
+        }
+        if let Some(delivered) = &self.delivered {
+            for (target, n) in &written {
+                delivered(target, *n);
+            }
+        }
+        Ok(moved)
+    }
+}
