@@ -15,6 +15,7 @@ use redis::{Cmd, ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisError, Re
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::pool::CONNECT_TIMEOUT;
 use super::resp::{parse, protocol};
@@ -22,17 +23,29 @@ use super::resp::{parse, protocol};
 /// Where the driver hands one command's reply.
 type Reply = oneshot::Sender<RedisResult<Value>>;
 
+/// One command for the driver: its bytes, where its reply goes, and when it was queued
+/// (its reply is due a response timeout later).
+type Request = (Vec<u8>, Reply, Instant);
+
+/// The read buffer's capacity to begin with, and what it shrinks back to.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// A read buffer that grew past this for a large reply is given back once it is empty, so a
+/// connection does not keep a one-off reply's memory (up to [`super::resp::MAX_REPLY_BYTES`]).
+const KEEP_READ_BUFFER: usize = 16 * 1024 * 1024;
+
 /// A pipelined connection: commands go out in the order [`send`](Self::send) is called and
 /// each gets its own reply. Dropping it closes the connection once the replies of the
 /// commands already sent are in.
 pub(crate) struct PageReader {
-    requests: mpsc::UnboundedSender<(Vec<u8>, Reply)>,
+    requests: mpsc::UnboundedSender<Request>,
     response_timeout: Duration,
 }
 
 impl PageReader {
     /// Connects, authenticates and selects the database of `info`; `None` when `info` is
-    /// not plain TCP with RESP2. The connection is named `name` (`CLIENT SETNAME`), so `CLIENT LIST` tells it apart.
+    /// not plain TCP with RESP2. The connection is named `name` (`CLIENT SETNAME`), so
+    /// `CLIENT LIST` tells it apart.
     pub(crate) async fn connect(
         info: &ConnectionInfo,
         name: &str,
@@ -50,12 +63,7 @@ impl PageReader {
                 .await
                 .map_err(|_| timed_out("connecting"))??;
         stream.set_nodelay(true)?;
-        let (requests, queue) = mpsc::unbounded_channel();
-        tokio::spawn(drive(stream, queue));
-        let reader = Self {
-            requests,
-            response_timeout,
-        };
+        let reader = Self::start(stream, response_timeout);
         if let Some(password) = settings.password() {
             let mut auth = redis::cmd("AUTH");
             if let Some(username) = settings.username() {
@@ -73,8 +81,22 @@ impl PageReader {
         Ok(Some(reader))
     }
 
+    /// Starts the driver task on a connected `stream` (nothing sent yet).
+    fn start(stream: TcpStream, response_timeout: Duration) -> Self {
+        let (requests, queue) = mpsc::unbounded_channel();
+        tokio::spawn(drive(stream, queue, response_timeout));
+        Self {
+            requests,
+            response_timeout,
+        }
+    }
+
     /// Queues `cmd` now, so commands reach Redis in call order; the future resolves to its
-    /// reply (a server error as `Err`), or fails after the response timeout.
+    /// reply (a server error as `Err`), or fails after the response timeout (an I/O
+    /// `TimedOut` error, as when the driver gives up on a silent connection). A reply past
+    /// [`super::resp::MAX_REPLY_BYTES`] fails with an error
+    /// [`is_reply_too_large`](super::resp::is_reply_too_large) recognises, and the connection
+    /// closes: every later call fails as closed (an I/O error).
     pub(crate) fn send(
         &self,
         cmd: &Cmd,
@@ -82,7 +104,7 @@ impl PageReader {
         let (reply, answer) = oneshot::channel();
         let queued = self
             .requests
-            .send((cmd.get_packed_command(), reply))
+            .send((cmd.get_packed_command(), reply, Instant::now()))
             .is_ok();
         let timeout = self.response_timeout;
         async move {
@@ -100,32 +122,63 @@ impl PageReader {
 
 /// Writes queued commands and hands out replies in order until the connection fails or
 /// every handle is dropped and every reply is in.
-async fn drive(stream: TcpStream, mut queue: mpsc::UnboundedReceiver<(Vec<u8>, Reply)>) {
+///
+/// The connection fails, and every caller still waiting gets the error, when: a reply is
+/// not all in a `response_timeout` after its command was queued (or a write takes that
+/// long), so a connection gone silent does not keep this task and its socket forever; a
+/// reply is past [`super::resp::MAX_REPLY_BYTES`]; Redis sends bytes that are not RESP2
+/// or a reply nobody asked for; or the socket fails or closes.
+async fn drive(
+    stream: TcpStream,
+    mut queue: mpsc::UnboundedReceiver<Request>,
+    response_timeout: Duration,
+) {
     let (mut rd, mut wr) = stream.into_split();
-    let mut waiting: VecDeque<Reply> = VecDeque::new();
-    let (mut buf, mut start) = (Vec::with_capacity(64 * 1024), 0);
+    // The callers waiting, oldest first, each with when its reply is due.
+    let mut waiting: VecDeque<(Reply, Option<Instant>)> = VecDeque::new();
+    let (mut buf, mut start) = (Vec::with_capacity(READ_BUFFER), 0);
     let mut out = Vec::new();
     let mut open = true;
+    // Armed for the oldest waiting caller's reply; a timeout too large for a deadline never
+    // fires.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
     let failure = loop {
         if !open && waiting.is_empty() {
             return;
         }
+        let due = waiting.front().and_then(|(_, due)| *due);
+        if let Some(due) = due
+            && timer.deadline() != due
+        {
+            timer.as_mut().reset(due);
+        }
         tokio::select! {
             request = queue.recv(), if open => {
-                let Some((bytes, reply)) = request else {
+                let Some((bytes, reply, queued)) = request else {
                     open = false;
                     continue;
                 };
                 out.extend_from_slice(&bytes);
-                waiting.push_back(reply);
-                while let Ok((bytes, reply)) = queue.try_recv() {
+                waiting.push_back((reply, queued.checked_add(response_timeout)));
+                while let Ok((bytes, reply, queued)) = queue.try_recv() {
                     out.extend_from_slice(&bytes);
-                    waiting.push_back(reply);
+                    waiting.push_back((reply, queued.checked_add(response_timeout)));
                 }
-                if let Err(e) = wr.write_all(&out).await {
-                    break RedisError::from(e);
+                // A peer that stops reading must not hold the writes (and this task) forever.
+                let write = wr.write_all(&out);
+                let written = match waiting.front().and_then(|(_, due)| *due) {
+                    Some(due) => tokio::time::timeout_at(due, write).await,
+                    None => Ok(write.await),
+                };
+                match written {
+                    Ok(Ok(())) => out.clear(),
+                    Ok(Err(e)) => break RedisError::from(e),
+                    Err(_) => break timed_out("writing a command"),
                 }
-                out.clear();
+            }
+            () = &mut timer, if due.is_some() => {
+                break timed_out("waiting for a reply; closing the read-ahead connection");
             }
             read = rd.read_buf(&mut buf), if !waiting.is_empty() => {
                 match read {
@@ -141,7 +194,7 @@ async fn drive(stream: TcpStream, mut queue: mpsc::UnboundedReceiver<(Vec<u8>, R
                             start += used;
                             match waiting.pop_front() {
                                 // The caller may have given up (timeout): nothing to do.
-                                Some(tx) => drop(tx.send(reply)),
+                                Some((tx, _)) => drop(tx.send(reply)),
                                 None => {
                                     bad = Some(protocol("a reply nobody asked for"));
                                     break;
@@ -160,6 +213,9 @@ async fn drive(stream: TcpStream, mut queue: mpsc::UnboundedReceiver<(Vec<u8>, R
                 if start == buf.len() {
                     buf.clear();
                     start = 0;
+                    if buf.capacity() > KEEP_READ_BUFFER {
+                        buf = Vec::with_capacity(READ_BUFFER);
+                    }
                 } else if start > buf.capacity() / 2 {
                     buf.drain(..start);
                     start = 0;
@@ -167,9 +223,10 @@ async fn drive(stream: TcpStream, mut queue: mpsc::UnboundedReceiver<(Vec<u8>, R
             }
         }
     };
-    // The connection is unusable: every caller still waiting learns why.
-    for tx in waiting {
-        let _ = tx.send(Err(copy_error(&failure)));
+    // The connection is unusable: close it, then every caller still waiting learns why.
+    drop((rd, wr));
+    for (tx, _) in waiting {
+        let _ = tx.send(Err(failure.clone()));
     }
 }
 
@@ -187,14 +244,118 @@ fn timed_out(what: &str) -> RedisError {
     ))
 }
 
-/// The same failure for every waiting caller (a `RedisError` is not `Clone`).
-fn copy_error(e: &RedisError) -> RedisError {
-    if e.is_io_error() {
-        RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            e.to_string(),
-        ))
-    } else {
-        protocol(e.to_string())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::resp::{MAX_REPLY_BYTES, is_reply_too_large};
+    use tokio::net::TcpListener;
+
+    /// The response timeout of the readers under test.
+    const TIMEOUT: Duration = Duration::from_millis(300);
+
+    /// How long a test waits for what should happen at once (generous: CI machines are
+    /// busy).
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    /// A fake Redis on 127.0.0.1 that accepts one connection, reads the first command, then
+    /// writes `answer` (if any) and reads on until the client closes, when the task ends.
+    /// Returns a [`PageReader`] on it.
+    async fn fake_redis(answer: Option<Vec<u8>>) -> (PageReader, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            assert!(socket.read(&mut buf).await.unwrap() > 0, "a command");
+            if let Some(answer) = answer {
+                socket.write_all(&answer).await.unwrap();
+            }
+            // Until the client closes (EOF, or a reset when unread bytes were left).
+            while let Ok(1..) = socket.read(&mut buf).await {}
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        (PageReader::start(stream, TIMEOUT), server)
+    }
+
+    /// After the connection failed, a send fails at once as closed.
+    async fn assert_closed(reader: &PageReader) {
+        let again = tokio::time::timeout(TIMEOUT / 2, reader.send(&redis::cmd("PING")))
+            .await
+            .expect("fails at once, not after a timeout")
+            .unwrap_err();
+        assert!(again.is_connection_dropped(), "{again}");
+    }
+
+    /// A server that never answers: the caller gets a timeout, and the driver closes the
+    /// connection and ends although the handle is still alive.
+    #[tokio::test]
+    async fn a_silent_connection_times_out_and_is_closed() {
+        let (reader, server) = fake_redis(None).await;
+        let started = std::time::Instant::now();
+        let err = reader.send(&redis::cmd("PING")).await.unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        assert!(err.is_io_error(), "{err}");
+        assert!(!is_reply_too_large(&err));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= TIMEOUT - Duration::from_millis(50),
+            "{elapsed:?}"
+        );
+        assert!(elapsed < PATIENCE, "{elapsed:?}");
+        // The driver closed the socket (while the handle is still alive) and ended.
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .expect("the driver closes the connection")
+            .unwrap();
+        assert_closed(&reader).await;
+    }
+
+    /// Every command in flight on a silent connection fails as a timeout.
+    #[tokio::test]
+    async fn every_waiting_caller_of_a_silent_connection_gets_the_timeout() {
+        let (reader, server) = fake_redis(None).await;
+        let first = reader.send(&redis::cmd("PING"));
+        let second = reader.send(&redis::cmd("PING"));
+        let (first, second) = tokio::join!(first, second);
+        for err in [first.unwrap_err(), second.unwrap_err()] {
+            assert!(err.is_timeout(), "{err}");
+        }
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// A bulk string header past the limit: the caller gets the too-large error before the
+    /// body arrives, and the connection is closed.
+    #[tokio::test]
+    async fn a_reply_past_the_size_limit_fails_and_closes_the_connection() {
+        let header = format!("*1\r\n${}\r\nabc", MAX_REPLY_BYTES + 1);
+        let (reader, server) = fake_redis(Some(header.into_bytes())).await;
+        let err = reader.send(&redis::cmd("PING")).await.unwrap_err();
+        assert!(is_reply_too_large(&err), "{err}");
+        assert!(!err.is_timeout() && !err.is_io_error(), "{err}");
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .expect("the driver closes the connection")
+            .unwrap();
+        assert_closed(&reader).await;
+    }
+
+    /// Replies still go to their callers in order, with the timer armed.
+    #[tokio::test]
+    async fn replies_still_arrive_in_order() {
+        let (reader, server) = fake_redis(Some(b"+PONG\r\n:2\r\n".to_vec())).await;
+        let first = reader.send(&redis::cmd("PING"));
+        let second = reader.send(redis::cmd("INCR").arg("n"));
+        let (first, second) = tokio::join!(first, second);
+        assert_eq!(first.unwrap(), Value::SimpleString("PONG".into()));
+        assert_eq!(second.unwrap(), Value::Int(2));
+        // Dropping the handle with nothing waiting closes the connection.
+        drop(reader);
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
