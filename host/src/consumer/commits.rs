@@ -23,6 +23,8 @@ pub(super) struct BatchSummary {
     pub(super) published: BTreeMap<String, u64>,
     pub(super) started: Instant,
     pub(super) oldest_entry_ms: Option<u64>,
+    /// Entries found deleted while pending (dead-lettered by this batch's commit).
+    pub(super) deleted: u64,
 }
 
 /// A handled batch and the commit of its decision, not yet sent.
@@ -144,6 +146,9 @@ impl Run<'_> {
                 );
                 for (stream, n) in &batch.published {
                     metrics.published(&group, stream, *n);
+                }
+                if batch.deleted > 0 {
+                    metrics.deleted_while_pending(&group, batch.deleted);
                 }
             } else {
                 metrics.commit_failed(&group);

@@ -5,6 +5,7 @@
 //! up to its block time. Failed batches stay pending and are re-read after the retry delay;
 //! entries claimed to this consumer are picked up by the next pending pass.
 
+mod claim;
 mod commits;
 mod decide;
 mod failure;
@@ -31,10 +32,9 @@ use tracing::Instrument;
 use crate::broker::EventBroker;
 use crate::broker::relay::Relay;
 use crate::engine::Engine;
-use crate::error::{Error, PoolContext, Result};
-use crate::event::{EntryId, Event, NewEvent};
+use crate::error::{Error, Result};
+use crate::event::{Event, NewEvent};
 use crate::keys;
-use crate::redis::commands;
 use crate::redis::lock::Lock;
 use crate::registry::GroupDef;
 
@@ -369,48 +369,5 @@ impl Consumer {
             }));
         }
         Ok(Some(relay))
-    }
-
-    /// Moves every pending entry of `consumer-<from>` to `consumer-<to>`, on all the group's
-    /// streams, and returns how many moved. Claiming does not count as a delivery.
-    pub async fn claim(&self, from: u32, to: u32) -> Result<u64> {
-        let pool = self.engine.pool(&self.group.pool)?;
-        let mut con = pool.connection().await?;
-        let (from, to) = (consumer_name(from), consumer_name(to));
-        let mut moved = 0;
-        for stream in &self.group.streams {
-            loop {
-                let page = match commands::pending_range(
-                    &mut con,
-                    stream,
-                    &self.group.name,
-                    "-",
-                    "+",
-                    1000,
-                    Some(&from),
-                )
-                .await
-                {
-                    Ok(page) => page,
-                    Err(e) if commands::is_no_group(&e) => break,
-                    Err(e) => return Err(e).pool(&pool.name),
-                };
-                if page.is_empty() {
-                    break;
-                }
-                let ids: Vec<EntryId> = page.iter().map(|p| p.id).collect();
-                let claimed: Vec<String> =
-                    commands::xclaim_justid(stream, &self.group.name, &to, &ids)
-                        .query_async(&mut con)
-                        .await
-                        .pool(&pool.name)?;
-                moved += claimed.len() as u64;
-                if claimed.is_empty() {
-                    // Entries deleted while pending cannot be claimed; stop rather than spin.
-                    break;
-                }
-            }
-        }
-        Ok(moved)
     }
 }

@@ -178,6 +178,10 @@ impl Run<'_> {
         for (event, reason) in &hopeless {
             tracing::warn!(group = %rules.group, stream = %event.stream, id = %event.id, %reason, "dead-lettering entry");
         }
+        let deleted = hopeless
+            .iter()
+            .filter(|(_, r)| r == decide::DELETED)
+            .count() as u64;
         let handled = if events.is_empty() {
             Handled::Nothing
         } else {
@@ -214,6 +218,7 @@ impl Run<'_> {
                 published: plan.published,
                 started,
                 oldest_entry_ms,
+                deleted,
             },
         })
     }
@@ -226,7 +231,11 @@ impl Run<'_> {
         } else {
             tracing::warn!(group = %self.group(), consumer = %self.name, error = %e, "redis error while consuming; retrying");
         }
-        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+        if crate::redis::resp::is_reply_too_large(e) {
+            // The read-ahead connection is closed: read ahead on the shared one from now on.
+            tracing::warn!(group = %self.group(), consumer = %self.name, "a read-ahead reply was too large for the read-ahead connection; reading ahead on the shared connection");
+            self.pages = Pages::Failed;
+        } else if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
             self.reader = None;
             if !matches!(self.pages, Pages::Unsupported) {
                 self.pages = Pages::Unopened;

@@ -249,7 +249,7 @@ impl Run<'_> {
         for stream in &self.consumer.group.streams {
             let mut cursor = "0-0".to_string();
             loop {
-                let (next, entries) = commands::autoclaim(
+                let claimed = commands::autoclaim(
                     &mut self.con,
                     stream,
                     &self.consumer.group.name,
@@ -259,13 +259,23 @@ impl Run<'_> {
                     1000,
                 )
                 .await?;
-                if !entries.is_empty() {
-                    tracing::info!(group = %self.group(), consumer = %self.name, stream = %stream, entries = entries.len(), "reclaimed idle entries");
+                if !claimed.entries.is_empty() {
+                    tracing::info!(group = %self.group(), consumer = %self.name, stream = %stream, entries = claimed.entries.len(), "reclaimed idle entries");
                 }
-                if next == "0-0" {
+                // Redis dropped these from the pending list: queued as entries without
+                // data, they are dead-lettered (with their ID) like any deleted entry.
+                if !claimed.deleted.is_empty() {
+                    tracing::warn!(group = %self.group(), stream = %stream, entries = claimed.deleted.len(), "idle pending entries were deleted from the stream; dead-lettering them");
+                    let stream: Arc<str> = Arc::from(stream.as_str());
+                    for id in claimed.deleted {
+                        self.queue
+                            .push_back(Event::new(&stream, id, None, Vec::new()));
+                    }
+                }
+                if claimed.cursor == "0-0" {
                     break;
                 }
-                cursor = next;
+                cursor = claimed.cursor;
             }
         }
         Ok(())

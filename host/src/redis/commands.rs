@@ -230,8 +230,18 @@ pub(crate) fn xclaim_justid(stream: &str, group: &str, consumer: &str, ids: &[En
     cmd
 }
 
-/// `XAUTOCLAIM <stream> <group> <consumer> <min-idle> <start> COUNT n`: returns the next
-/// cursor and the claimed entries (with their data; deleted ones are dropped by Redis).
+/// What one `XAUTOCLAIM` call did.
+pub(crate) struct AutoClaimed {
+    /// Where the next call starts (`0-0`: the scan is complete).
+    pub(crate) cursor: String,
+    /// The entries claimed, with their data.
+    pub(crate) entries: Vec<RawEntry>,
+    /// Pending entries that no longer exist in the stream (deleted or trimmed while
+    /// pending): Redis removed them from the pending list, so nobody will see them again.
+    pub(crate) deleted: Vec<EntryId>,
+}
+
+/// `XAUTOCLAIM <stream> <group> <consumer> <min-idle> <start> COUNT n`.
 pub(crate) async fn autoclaim<C: ConnectionLike>(
     con: &mut C,
     stream: &str,
@@ -240,7 +250,7 @@ pub(crate) async fn autoclaim<C: ConnectionLike>(
     min_idle: Duration,
     start: &str,
     count: usize,
-) -> RedisResult<(String, Vec<RawEntry>)> {
+) -> RedisResult<AutoClaimed> {
     let value: Value = redis::cmd("XAUTOCLAIM")
         .arg(stream)
         .arg(group)
@@ -257,7 +267,40 @@ pub(crate) async fn autoclaim<C: ConnectionLike>(
     let mut parts = parts.into_iter();
     let cursor = string(parts.next().unwrap_or(Value::Nil))?;
     let entries = parse_entries(parts.next().unwrap_or(Value::Nil))?;
-    Ok((cursor, entries))
+    let deleted = match parts.next() {
+        Some(Value::Array(ids)) => ids.into_iter().map(parse_id).collect::<RedisResult<_>>()?,
+        _ => Vec::new(),
+    };
+    Ok(AutoClaimed {
+        cursor,
+        entries,
+        deleted,
+    })
+}
+
+/// Those of `ids` that no longer exist in `stream` (one `XRANGE id id` each, pipelined).
+pub(crate) async fn missing_entries<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+    ids: &[EntryId],
+) -> RedisResult<Vec<EntryId>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for id in ids {
+        let id = id.to_string();
+        pipe.cmd("XRANGE").arg(stream).arg(&id).arg(&id);
+    }
+    let found: Vec<Value> = pipe.query_async(con).await?;
+    Ok(ids
+        .iter()
+        .zip(found)
+        .filter(|(_, v)| {
+            matches!(v, Value::Array(items) if items.is_empty()) || matches!(v, Value::Nil)
+        })
+        .map(|(id, _)| *id)
+        .collect())
 }
 
 /// What XINFO GROUPS says about one group.

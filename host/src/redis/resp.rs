@@ -44,10 +44,6 @@ pub(crate) fn parse(buf: &[u8]) -> RedisResult<Option<(RedisResult<Value>, usize
 /// True when `e` is [`parse`] refusing a reply past [`MAX_REPLY_BYTES`] (handed to every
 /// caller waiting on the read-ahead connection, which is closed): the reply is fine for
 /// Redis, only too large for this connection, so the caller reads through redis-rs instead.
-#[allow(
-    dead_code,
-    reason = "the consumer's fallback to the shared connection calls it (wired separately); drop this then"
-)]
 pub(crate) fn is_reply_too_large(e: &RedisError) -> bool {
     e.kind() == ErrorKind::Parse && e.to_string().starts_with(REPLY_TOO_LARGE)
 }
