@@ -66,54 +66,71 @@ impl WasmEngine {
 
     /// Uses `dir` (or nothing) to cache compiled components; by default
     /// `$BEEHIVE_CACHE_DIR`, else `$XDG_CACHE_HOME/beehive`, else `~/.cache/beehive`.
+    ///
+    /// Loading native code is only as safe as the folder it comes from, so the folder is
+    /// created with mode 0700 and used only while it is owned by the user this process runs
+    /// as and writable by nobody else; each artifact in it must be a regular file owned by
+    /// that user and not writable by group or others. Otherwise components are compiled in
+    /// memory and a warning is logged (once per folder, or artifact, per process). The
+    /// folder's parents are not checked. Artifacts are written with mode 0600, through a
+    /// temporary file renamed into place.
     pub fn with_cache_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.cache = dir;
         self
     }
 
-    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+    /// Where the artifact of the component whose source bytes have `digest` is cached, if
+    /// there is a cache folder and it can be trusted (created first if it is missing).
+    fn artifact_path(&self, digest: &str) -> Option<PathBuf> {
+        let dir = self.cache.as_deref()?;
+        if let Err(reason) = cache::prepare_folder(dir) {
+            cache::warn_once(dir, || {
+                tracing::warn!(folder = %dir.display(), %reason, "not using this folder to cache compiled components; compiling them in memory");
+            });
+            return None;
+        }
         let mut hasher = std::hash::DefaultHasher::new();
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut hasher);
         let engine = hasher.finish();
-        self.cache
-            .as_ref()
-            .map(|dir| dir.join(format!("{digest}-{engine:016x}.cwasm")))
+        Some(dir.join(format!("{digest}-{engine:016x}.cwasm")))
     }
 
-    fn cached(&self, digest: &str) -> Option<wasmtime::component::Component> {
-        let path = self.cache_path(digest)?;
-        if !path.exists() {
-            return None;
-        }
-        // SAFETY: the cache holds only artifacts this engine configuration serialized, in a
-        // folder private to the user (0700), named by the digest of the source bytes and
-        // the engine's compatibility hash.
-        match unsafe { wasmtime::component::Component::deserialize_file(&self.engine, &path) } {
+    /// The cached artifact at `path`, if there is one this process may trust and it
+    /// deserializes.
+    fn cached(&self, path: &Path) -> Option<wasmtime::component::Component> {
+        let bytes = match cache::read_artifact(path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
+            Err(reason) => {
+                cache::warn_once(path, || {
+                    tracing::warn!(path = %path.display(), %reason, "refusing a cached compiled component; compiling it in memory");
+                });
+                return None;
+            }
+        };
+        // SAFETY: `bytes` were read, through the handle whose owner and mode were checked,
+        // from a folder only this user can write to (checked by `artifact_path`), where this
+        // host writes artifacts that this engine configuration serialized, named by the
+        // digest of their source bytes and the engine's compatibility hash. Deserializing
+        // from memory (not a mapping of the file) means later writes to the file cannot
+        // change the code.
+        match unsafe { wasmtime::component::Component::deserialize(&self.engine, &bytes) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component");
-                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(path);
                 None
             }
         }
     }
 
-    fn store_in_cache(&self, digest: &str, component: &wasmtime::component::Component) {
-        let Some(path) = self.cache_path(digest) else {
-            return;
-        };
-        let result = (|| -> anyhow::Result<()> {
-            let dir = path.parent().expect("cache files live in a folder");
-            std::fs::create_dir_all(dir)?;
-            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-            let bytes = component.serialize()?;
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, &path)?;
-            Ok(())
-        })();
+    fn store_in_cache(&self, path: &Path, component: &wasmtime::component::Component) {
+        let result = component
+            .serialize()
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| cache::write_artifact(path, &bytes));
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled component");
         }
@@ -151,12 +168,15 @@ impl WasmEngine {
             ));
         }
         let digest = hex::encode(Sha256::digest(bytes));
-        let component = match self.cached(&digest) {
+        let artifact = self.artifact_path(&digest);
+        let component = match artifact.as_deref().and_then(|path| self.cached(path)) {
             Some(component) => component,
             None => {
                 let component = wasmtime::component::Component::new(&self.engine, bytes)
                     .map_err(|e| refuse(format!("does not compile: {e:#}")))?;
-                self.store_in_cache(&digest, &component);
+                if let Some(path) = &artifact {
+                    self.store_in_cache(path, &component);
+                }
                 component
             }
         };
@@ -281,4 +301,151 @@ fn cache_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(dir).join("beehive"));
     }
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/beehive"))
+}
+
+/// The folder of compiled components: who may write to it decides whether its native code
+/// may be loaded.
+mod cache {
+    use std::collections::BTreeSet;
+    use std::fs::{DirBuilder, File, Metadata, OpenOptions};
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, OnceLock, PoisonError};
+
+    /// Creates `dir` (mode 0700, parents too) if it is missing, and checks that this
+    /// process may trust it; why not, if it may not.
+    pub(super) fn prepare_folder(dir: &Path) -> Result<(), String> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create it: {e}"))?;
+        let metadata = std::fs::metadata(dir).map_err(|e| format!("cannot inspect it: {e}"))?;
+        if !metadata.is_dir() {
+            return Err("it is not a folder".into());
+        }
+        trusted(&metadata)
+    }
+
+    /// The artifact at `path`: `None` if there is none, an error saying why if it may not
+    /// be trusted. Its owner and mode are checked on the open file, so the bytes read are
+    /// those of the file checked.
+    pub(super) fn read_artifact(path: &Path) -> Result<Option<Vec<u8>>, String> {
+        let mut file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot open it: {e}")),
+        };
+        let metadata = file
+            .metadata()
+            .map_err(|e| format!("cannot inspect it: {e}"))?;
+        if !metadata.is_file() {
+            return Err("it is not a regular file".into());
+        }
+        trusted(&metadata)?;
+        let mut bytes = Vec::with_capacity(metadata.len() as usize);
+        file.read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read it: {e}"))?;
+        Ok(Some(bytes))
+    }
+
+    /// Writes `bytes` to `path` atomically: into a new file of mode 0600 in the same folder,
+    /// flushed to disk, then renamed over `path`.
+    pub(super) fn write_artifact(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = path.with_file_name(format!(
+            ".{name}.{}-{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Whether a folder or file with `metadata` may be trusted: owned by this process's
+    /// user and not writable by group or others.
+    fn trusted(metadata: &Metadata) -> Result<(), String> {
+        let Some(uid) = running_uid() else {
+            return Err("cannot tell which user this process runs as".into());
+        };
+        if metadata.uid() != uid {
+            return Err(format!(
+                "it is owned by uid {}, not by the user this process runs as (uid {uid})",
+                metadata.uid()
+            ));
+        }
+        let mode = metadata.mode();
+        if mode & 0o022 != 0 {
+            let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+                (true, true) => "group and others",
+                (true, false) => "its group",
+                _ => "others",
+            };
+            return Err(format!(
+                "it is writable by {who} (mode {:04o}; `chmod go-w` makes it usable)",
+                mode & 0o7777
+            ));
+        }
+        Ok(())
+    }
+
+    /// The user that owns the files this process creates: the filesystem uid from
+    /// `/proc/self/status` or, where there is none, the owner of a file it creates.
+    fn running_uid() -> Option<u32> {
+        static UID: OnceLock<Option<u32>> = OnceLock::new();
+        *UID.get_or_init(|| proc_status_uid().or_else(created_file_uid))
+    }
+
+    fn proc_status_uid() -> Option<u32> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+        // Real, effective, saved and filesystem uid.
+        line.split_whitespace().nth(3)?.parse().ok()
+    }
+
+    fn created_file_uid() -> Option<u32> {
+        let path = std::env::temp_dir().join(format!(
+            ".beehive-uid-{}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_nanos()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .ok()?;
+        let uid = file.metadata().ok().map(|m| m.uid());
+        let _ = std::fs::remove_file(&path);
+        uid
+    }
+
+    /// Runs `warn` the first time it is called for `path` in this process.
+    pub(super) fn warn_once(path: &Path, warn: impl FnOnce()) {
+        static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+        let first = WARNED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path.to_path_buf());
+        if first {
+            warn();
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! The WebAssembly runtime: handler components run in sandboxed wasmtime stores.
 //!
 //! - [`WasmEngine`]: one wasmtime engine (epoch interruption driven by a ticker thread);
-//!   loads components and checks they implement the `consumer` world.
+//!   loads components and checks they implement the `consumer` world. Compiled code is
+//!   cached only in a folder private to the user (see
+//!   [`with_cache_dir`](WasmEngine::with_cache_dir)).
 //! - [`Component`]: a compiled component with its `InstancePre`, built once, identified by
 //!   the SHA-256 digest of its bytes.
 //! - [`WasmHandler`]: a [`BatchHandler`](crate::BatchHandler) that keeps one store and

@@ -1,5 +1,6 @@
 //! WebAssembly consumers: real components under the real host, on private Redis servers.
 
+mod cache;
 mod commit;
 mod process;
 mod run;
