@@ -16,6 +16,7 @@
 //! | what a host runs for a group | `beehive:hosts:<group>:<host>` |
 //! | outbox of a group's outputs to other domains (a stream) | `beehive:outbox:<group>` |
 //! | the relay's lock of that outbox | `beehive:relay-lock:<group>` |
+//! | outbox of redrives to another domain, and its relay's lock | `beehive:outbox:redrive:<dead-letter-stream>`, `beehive:relay-lock:redrive:<dead-letter-stream>` |
 //! | dedupe marks of the outputs relayed to a stream (a hash) | `beehive:relayed:<stream>`, with the stream's hash tag |
 
 /// The prefix reserved for Beehive's own keys: no stream or group may start with it.
@@ -99,6 +100,17 @@ pub fn outbox(group: &str) -> String {
 /// The lock that lets one relay at a time move the entries of `group`'s outbox.
 pub fn relay_lock(group: &str) -> String {
     format!("beehive:relay-lock:{group}")
+}
+
+/// The outbox of redrives from `dead_letter_stream` to streams of another commit domain
+/// (it lives beside the dead-letter stream; `beehive redrive` relays it).
+pub fn redrive_outbox(dead_letter_stream: &str) -> String {
+    format!("beehive:outbox:redrive:{dead_letter_stream}")
+}
+
+/// The lock of the relay of [`redrive_outbox`].
+pub fn redrive_relay_lock(dead_letter_stream: &str) -> String {
+    format!("beehive:relay-lock:redrive:{dead_letter_stream}")
 }
 
 /// The hash of dedupe marks for outputs relayed to `stream` (field: the outbox, value:

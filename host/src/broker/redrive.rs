@@ -2,13 +2,19 @@
 //! each from the dead-letter stream in the same atomic step, so a crash mid-redrive neither
 //! loses nor duplicates an entry.
 
+use std::time::Duration;
+
 use serde::Serialize;
+
+use super::relay::Relay;
 
 use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
 use crate::event::{BODY_FIELD, Event};
 use crate::keys::dead_letter_fields::{ADDED, GROUP, ORIGIN_STREAM, REASON, REDRIVES};
+use crate::keys::{self, OUTBOX_TARGET};
 use crate::redis::commands;
+use crate::registry::Domain;
 
 /// Which dead-lettered entries to redrive.
 #[derive(Debug, Clone, Default)]
@@ -79,16 +85,17 @@ pub async fn redrive(
 ) -> Result<Vec<Redriven>> {
     let broker = engine.event_broker();
     let pool_handle = engine.pool(pool)?;
-    if let Some(to) = to
-        && let Some(def) = engine.registry().stream(to)
-        && def.pool != pool
-    {
-        return Err(Error::InvalidArgument(format!(
-            "--to {to}: the stream lives in pool {}, not {pool} with the dead-letter stream",
-            def.pool
-        )));
-    }
+    let own = Domain {
+        pool: pool.to_string(),
+    };
+    let outbox = keys::redrive_outbox(dead_letter_stream);
+    let relay = Relay::for_redrive(engine, pool, dead_letter_stream);
+    let mut relayed = 0;
     let mut con = pool_handle.connection().await?;
+    if !dry_run {
+        // Redrives an earlier run left for the relay go first.
+        finish_relay(&relay).await?;
+    }
     let mut done = Vec::new();
     let mut start = "-".to_string();
     loop {
@@ -125,10 +132,20 @@ pub async fn redrive(
                     }
                 }
                 fields.push((REDRIVES.as_bytes(), redrives.as_bytes()));
+                // A target in another commit domain is reached through the outbox, in the
+                // same atomic step; the relay then writes it there exactly once.
+                let remote = engine.registry().stream_domain(&target, &own) != own;
+                let destination = if remote {
+                    fields.insert(0, (OUTBOX_TARGET.as_bytes(), target.as_bytes()));
+                    relayed += 1;
+                    outbox.as_str()
+                } else {
+                    target.as_str()
+                };
                 line.new_id = commands::redrive_entry(
                     &mut con,
                     dead_letter_stream,
-                    &target,
+                    destination,
                     &event.id(),
                     &fields,
                 )
@@ -138,5 +155,21 @@ pub async fn redrive(
             done.push(line);
         }
     }
+    if relayed > 0 {
+        finish_relay(&relay).await?;
+    }
     Ok(done)
+}
+
+/// Relays what waits in the redrive outbox; an error when it cannot finish in time (the
+/// entries stay in the outbox, and the next redrive of this stream relays them first).
+async fn finish_relay(relay: &Relay) -> Result<()> {
+    if relay.drain(Duration::from_secs(30)).await? {
+        Ok(())
+    } else {
+        let (waiting, _) = relay.backlog().await?;
+        Err(Error::InvalidArgument(format!(
+            "{waiting} redriven entries wait in the outbox for a stream of another pool that cannot be reached; run beehive redrive again to finish"
+        )))
+    }
 }

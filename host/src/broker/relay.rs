@@ -45,9 +45,11 @@ pub type DeliveredFn = Arc<dyn Fn(&str, u64) + Send + Sync>;
 #[derive(Clone)]
 pub struct Relay {
     engine: Engine,
+    /// For logs and dead-letter fields: the group (or what else fills the outbox).
     group: String,
     pool: String,
     outbox: String,
+    lock: String,
     dead_letter_stream: String,
     delivered: Option<DeliveredFn>,
 }
@@ -69,6 +71,7 @@ impl Relay {
             group: group.to_string(),
             pool: def.pool.clone(),
             outbox: keys::outbox(group),
+            lock: keys::relay_lock(group),
             dead_letter_stream: if local {
                 dead_letter_stream.to_string()
             } else {
@@ -76,6 +79,22 @@ impl Relay {
             },
             delivered: None,
         })
+    }
+
+    /// The relay of the redrive outbox of `dead_letter_stream` (in `pool`); refused
+    /// outputs go back to `dead_letter_stream`.
+    pub fn for_redrive(engine: &Engine, pool: &str, dead_letter_stream: &str) -> Relay {
+        Relay {
+            engine: engine.clone(),
+            group: keys::dead_letter_group(dead_letter_stream)
+                .unwrap_or(dead_letter_stream)
+                .to_string(),
+            pool: pool.to_string(),
+            outbox: keys::redrive_outbox(dead_letter_stream),
+            lock: keys::redrive_relay_lock(dead_letter_stream),
+            dead_letter_stream: dead_letter_stream.to_string(),
+            delivered: None,
+        }
     }
 
     /// Calls `delivered(target, n)` after each step that wrote outputs.
@@ -147,9 +166,7 @@ impl Relay {
     ) -> Result<bool> {
         let pool = self.engine.pool(&self.pool)?;
         let con = pool.connection().await?;
-        let Some(lock) =
-            Lock::acquire(con, &self.pool, &keys::relay_lock(&self.group), LOCK_TTL).await?
-        else {
+        let Some(lock) = Lock::acquire(con, &self.pool, &self.lock, LOCK_TTL).await? else {
             if deadline.is_none() {
                 // Another host relays: look again later (its lock expires if it dies).
                 tokio::select! {
