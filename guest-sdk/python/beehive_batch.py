@@ -23,6 +23,10 @@ from __future__ import annotations
 import struct
 from typing import Any, List, Optional, Tuple
 
+# Imported now, not when a body is first decoded: inside a component, modules are
+# snapshotted at build time and there is no filesystem to import from later.
+import beehive_msgpack
+
 __all__ = ["BadInput", "Event", "count", "decode"]
 
 _U32 = struct.Struct("<I")
@@ -75,8 +79,6 @@ class Event:
     def unserialize(self) -> Any:
         """The MessagePack body as a Python value (maps as dicts); BadInput when the event
         has no body or the body does not decode."""
-        import beehive_msgpack  # next to this file; only handlers that decode bodies need it
-
         if self.body is None:
             raise BadInput("the event has no body")
         try:

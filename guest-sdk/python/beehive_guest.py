@@ -29,6 +29,9 @@ the app module):
   string (`"<Type>: <message>"` then the traceback) instead of a trap.
 
 Outside a component (unit tests), `use_fake_host()` records publishes and logs.
+
+Keep imports at the top of the app module: componentize-py snapshots the app after
+importing it, and the sandbox grants no filesystem to import anything later from.
 """
 
 from __future__ import annotations
@@ -38,6 +41,18 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, T
 
 from beehive_batch import BadInput, Event, decode
 import beehive_msgpack
+
+# The bindings componentize-py generates, imported now: componentize-py snapshots the app
+# after importing it, and a module imported later, while handling a batch, would have to be
+# read from a filesystem the sandbox does not grant. Outside a component they are missing.
+try:
+    from componentize_py_types import Err as _Err
+    from wit_world import exports as _exports
+    from wit_world.imports import logging as _logging
+    from wit_world.imports import publisher as _publisher
+    from wit_world.imports import types as _types
+except ImportError:
+    _Err = _exports = _logging = _publisher = _types = None
 
 __all__ = [
     "BadInput", "Event", "FakeHost", "Meta", "Outcome", "PublishError", "ack", "dead_letter",
@@ -61,21 +76,19 @@ class PublishError(Exception):
 # --- the host: componentize-py's bindings inside a component, a fake outside ---
 
 class _Bindings:
-    """The generated bindings, imported on first use so that this module also loads
-    outside a component."""
+    """The host through componentize-py's bindings."""
 
     def __init__(self) -> None:
-        from componentize_py_types import Err
-        from wit_world.imports import logging, publisher, types
-
-        self.Err = Err
-        self.logging = logging
-        self.publisher = publisher
-        self.types = types
+        if _publisher is None:
+            raise RuntimeError("not running inside a component: call beehive_guest.use_fake_host() first")
+        self.Err = _Err
+        self.logging = _logging
+        self.publisher = _publisher
+        self.types = _types
         self.levels = {
-            "trace": logging.Level.TRACE, "debug": logging.Level.DEBUG,
-            "info": logging.Level.INFO, "warn": logging.Level.WARN,
-            "error": logging.Level.ERROR,
+            "trace": _logging.Level.TRACE, "debug": _logging.Level.DEBUG,
+            "info": _logging.Level.INFO, "warn": _logging.Level.WARN,
+            "error": _logging.Level.ERROR,
         }
 
     def publish(self, stream: str, body: Optional[bytes], meta: List[Tuple[str, str]]) -> None:
@@ -164,7 +177,7 @@ class FakeHost:
         return BatchFailed(message)
 
 
-_host: Any = None
+_host: Any = _Bindings() if _publisher is not None else None
 
 
 def _the_host() -> Any:
@@ -276,22 +289,16 @@ def export(handle: Callable[[List[Event]], List[Outcome]]) -> type:
     """The class componentize-py exports as `handler` (assign it to `Handler` in the app
     module): decodes the batch, calls `handle(events)`, and turns any exception into the
     batch's error string (`describe`) instead of a trap."""
-    try:
-        from wit_world import exports
-
-        base: type = exports.Handler
-    except ImportError:  # outside a component
-        base = object
+    base: type = _exports.Handler if _exports is not None else object
 
     class Handler(base):  # type: ignore[misc, valid-type]
         def handle_events(self, batch: bytes) -> List[Outcome]:
             try:
                 return list(handle(decode(batch)))
             except Exception as e:  # noqa: BLE001 - every failure becomes the batch error
-                host = _the_host()
-                if isinstance(e, getattr(host, "Err", ())):
+                if _Err is not None and isinstance(e, _Err):
                     raise
-                raise host.fail(describe(e)) from None
+                raise _the_host().fail(describe(e)) from None
 
     Handler.__name__ = Handler.__qualname__ = "Handler"
     return Handler
