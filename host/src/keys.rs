@@ -14,6 +14,8 @@
 //! | deployed component of a group (hash `current`, `previous`) | `beehive:component:<group>` |
 //! | a deployed component's bytes | `beehive:component-bytes:<sha256>` |
 //! | what a host runs for a group | `beehive:hosts:<group>:<host>` |
+//! | the hosts running a group, with their last heartbeat (a sorted set, score: ms) | `beehive:fleet:<group>` |
+//! | a consumer lock's value | `<host>/<random>`: the host holding it, and a random token |
 //! | outbox of a group's outputs to other domains (a stream) | `beehive:outbox:<group>` |
 //! | the relay's lock of that outbox | `beehive:relay-lock:<group>` |
 //! | outbox of redrives to another domain, and its relay's lock | `beehive:outbox:redrive:<dead-letter-stream>`, `beehive:relay-lock:redrive:<dead-letter-stream>` |
@@ -80,6 +82,37 @@ pub fn host_key(group: &str, host: &str) -> String {
 /// The pattern matching every host key of `group`.
 pub fn host_key_prefix(group: &str) -> String {
     format!("{HOSTS_PREFIX}{group}:")
+}
+
+/// This process's identity as a host (`beehive:hosts:*`, `beehive:fleet:*`, lock values):
+/// `<hostname>:<pid>`.
+pub fn host_id() -> String {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{hostname}:{}", std::process::id())
+}
+
+/// The hosts running `group` (a sorted set: member = host, score = its last heartbeat in
+/// server milliseconds).
+pub fn fleet(group: &str) -> String {
+    format!("beehive:fleet:{group}")
+}
+
+/// A lock value: the holder (`owner`, e.g. a host) and a random token that proves it.
+pub fn lock_value(owner: &str, token: &str) -> String {
+    format!("{owner}/{token}")
+}
+
+/// The holder named in a lock value (what [`lock_value`] wrote), if any.
+pub fn lock_owner(value: &str) -> Option<&str> {
+    value
+        .rsplit_once('/')
+        .map(|(owner, _)| owner)
+        .filter(|o| !o.is_empty())
 }
 
 /// The client name of a consumer's read-ahead connection (`CLIENT SETNAME`); Redis takes
@@ -177,6 +210,9 @@ mod tests {
             "beehive-read-ahead:a_b:consumer-1"
         );
         assert_eq!(outbox("g"), "beehive:outbox:g");
+        assert_eq!(fleet("g"), "beehive:fleet:g");
+        assert_eq!(lock_owner(&lock_value("h:1", "abc")), Some("h:1"));
+        assert_eq!(lock_owner("abc"), None);
         assert_eq!(relay_lock("g"), "beehive:relay-lock:g");
         for key in [GC_LOCK, DEPLOY_CHANNEL, HOSTS_PREFIX] {
             assert!(key.starts_with(RESERVED_PREFIX));

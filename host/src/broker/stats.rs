@@ -51,6 +51,8 @@ pub struct GroupStatistics {
     /// Outputs to other commit domains waiting in the group's outbox for the relay
     /// (registered groups only).
     pub outbox: Option<OutboxStatistics>,
+    /// The hosts that announced themselves for the group, with their heartbeat age.
+    pub fleet: Vec<FleetHost>,
 }
 
 /// A group's outbox: outputs committed for streams of other commit domains, not relayed yet.
@@ -91,6 +93,18 @@ pub struct ConsumerStatistics {
     /// Time since its last interaction with the group.
     #[serde(serialize_with = "millis_required")]
     pub idle: Duration,
+    /// The host running it now (from its lock), if it runs.
+    pub host: Option<String>,
+}
+
+/// A host of the fleet running a group.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FleetHost {
+    /// `<hostname>:<pid>`.
+    pub host: String,
+    /// Time since its last heartbeat (a host stops counting after the group's lock TTL).
+    #[serde(serialize_with = "millis_required")]
+    pub heartbeat_age: Duration,
 }
 
 fn millis<S: serde::Serializer>(
@@ -138,6 +152,7 @@ pub(crate) async fn collect(
                         hosts: Vec::new(),
                         deployed: None,
                         outbox: None,
+                        fleet: Vec::new(),
                     });
                 }
             }
@@ -154,8 +169,26 @@ pub(crate) async fn collect(
                         name: c.name,
                         pending: c.pending,
                         idle: c.idle,
+                        host: None,
+                    })
+                    .collect::<Vec<_>>();
+                let mut consumers = consumers;
+                let locks: Vec<String> = consumers
+                    .iter()
+                    .map(|c| {
+                        keys::consumer_number(&c.name)
+                            .map_or_else(String::new, |nr| keys::lock_key(&info.name, nr))
                     })
                     .collect();
+                for (consumer, value) in consumers
+                    .iter_mut()
+                    .zip(records::lock_values(&mut con, &locks).await?)
+                {
+                    consumer.host = value
+                        .as_deref()
+                        .and_then(keys::lock_owner)
+                        .map(String::from);
+                }
                 groups.push(GroupStatistics {
                     registered: stream.groups.contains(&info.name),
                     created: true,
@@ -169,6 +202,7 @@ pub(crate) async fn collect(
                     hosts: Vec::new(),
                     deployed: None,
                     outbox: None,
+                    fleet: Vec::new(),
                     name: info.name,
                 });
             }
@@ -182,6 +216,14 @@ pub(crate) async fn collect(
                     .map(|(host, digest)| HostComponent { host, digest })
                     .collect();
                 group.deployed = records::deployed_digest(&mut con, &group.name).await?;
+                group.fleet = records::fleet_of(&mut con, &group.name)
+                    .await?
+                    .into_iter()
+                    .map(|(host, heartbeat_age)| FleetHost {
+                        host,
+                        heartbeat_age,
+                    })
+                    .collect();
                 let (length, oldest) =
                     outbox::backlog(&mut con, &keys::outbox(&group.name)).await?;
                 group.outbox = Some(OutboxStatistics {

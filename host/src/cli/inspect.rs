@@ -118,7 +118,10 @@ fn status_table(stats: &[crate::broker::stats::StreamStatistics]) -> String {
             let consumers: Vec<String> = g
                 .consumers
                 .iter()
-                .map(|c| format!("{} ({})", c.name, c.pending))
+                .map(|c| match &c.host {
+                    Some(host) => format!("{} ({}) on {host}", c.name, c.pending),
+                    None => format!("{} ({})", c.name, c.pending),
+                })
                 .collect();
             let _ = writeln!(
                 out,
@@ -126,6 +129,29 @@ fn status_table(stats: &[crate::broker::stats::StreamStatistics]) -> String {
                 g.pending,
                 consumers.join(", ")
             );
+            if !g.fleet.is_empty() {
+                let hosts: Vec<String> = g
+                    .fleet
+                    .iter()
+                    .map(|h| {
+                        format!(
+                            "{} ({} ago)",
+                            h.host,
+                            humantime::format_duration(std::time::Duration::from_millis(
+                                h.heartbeat_age.as_millis() as u64 / 100 * 100
+                            ))
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:<10} {:>10}  fleet: {}",
+                    "",
+                    "",
+                    "",
+                    hosts.join(", ")
+                );
+            }
             if let Some(outbox) = g.outbox.as_ref().filter(|o| o.length > 0) {
                 let oldest = outbox.oldest_age.map_or("-".to_string(), |d| {
                     humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))

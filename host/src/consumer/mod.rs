@@ -131,6 +131,10 @@ pub struct ConsumerOptions {
     /// In drain mode, how long the consumer waits at the end for its outputs to other
     /// commit domains to leave the outbox. Default 30 s.
     pub relay_drain: Duration,
+    /// Who holds the consumer's lock, written into its value (`<owner>/<random>`) so
+    /// `beehive status` shows which host runs each consumer. Default: this host
+    /// (`<hostname>:<pid>`).
+    pub owner: String,
     /// Where to count batches, failures and publishes. Default `None`.
     pub metrics: Option<Arc<dyn Observer>>,
     /// Test hook: the next this-many commits fail before reaching Redis, as if the host
@@ -152,6 +156,7 @@ impl ConsumerOptions {
             max_deliveries: None,
             dead_letter_stream: keys::dead_letter_stream(group),
             relay_drain: Duration::from_secs(30),
+            owner: keys::host_id(),
             fail_commits: Arc::default(),
             metrics: None,
         }
@@ -273,8 +278,14 @@ impl Consumer {
         let pool = self.engine.pool(&self.group.pool)?;
         let con = pool.connection().await?;
         let key = lock_key(&self.group.name, nr);
-        let Some(lock) =
-            Lock::acquire(con.clone(), &pool.name, &key, self.options.lock_ttl).await?
+        let Some(lock) = Lock::acquire_as(
+            con.clone(),
+            &pool.name,
+            &key,
+            self.options.lock_ttl,
+            &self.options.owner,
+        )
+        .await?
         else {
             tracing::info!(group = %self.group.name, consumer = nr, "consumer already runs elsewhere");
             return Ok(false);

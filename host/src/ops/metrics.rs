@@ -175,6 +175,11 @@ impl Metrics {
             inner.locks.clone(),
         );
         registry.register(
+            "consumers_running",
+            "Consumers of the group running on this host (holding their lock)",
+            inner.locks.clone(),
+        );
+        registry.register(
             "relay_delivered",
             "Outputs the relay wrote to streams of another commit domain, by target stream",
             inner.relayed.clone(),

@@ -2,6 +2,7 @@
 //! hot reload of their components, fleet deploy through Redis, and Prometheus metrics.
 
 pub mod deploy;
+pub mod fleet;
 pub mod metrics;
 pub mod redis_server;
 pub mod reload;

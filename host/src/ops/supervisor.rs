@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ComponentSource, Config, ConsumerConfig};
 use crate::engine::Engine;
 use crate::keys;
+use crate::ops::fleet::{self, FleetGroup};
 use crate::ops::reload::Reloader;
 use crate::redis::records;
 use crate::runtime::{Component, ComponentError, GuestSettings, WasmEngine, WasmHandler};
@@ -209,15 +210,41 @@ impl Supervisor {
                 stop.clone(),
             ));
         }
-        for nr in 1..=consumer.instances {
-            tasks.spawn(run_consumer(
-                self.engine.clone(),
-                consumer.clone(),
-                updates.clone(),
-                nr,
-                self.options.clone(),
-                stop.clone(),
-            ));
+        if self.options.drain {
+            // Drain mode is one pass over what is there: every consumer, here.
+            for nr in 1..=consumer.instances {
+                tasks.spawn(run_consumer(
+                    self.engine.clone(),
+                    consumer.clone(),
+                    updates.clone(),
+                    nr,
+                    self.options.clone(),
+                    stop.clone(),
+                ));
+            }
+        } else {
+            // Running: this host's fair share of the fleet's consumers.
+            let fleet = FleetGroup {
+                engine: self.engine.clone(),
+                group: group.clone(),
+                instances: consumer.instances,
+                lock_ttl: consumer.lock_ttl,
+                dead_letter_stream: consumer.dead_letter.clone(),
+                host: host_id(),
+            };
+            let (engine, config, options) =
+                (self.engine.clone(), consumer.clone(), self.options.clone());
+            let spawn = move |nr: u32, token: CancellationToken| {
+                tokio::spawn(run_consumer(
+                    engine.clone(),
+                    config.clone(),
+                    updates.clone(),
+                    nr,
+                    options.clone(),
+                    token,
+                ))
+            };
+            tasks.spawn(fleet::coordinate(fleet, spawn, stop.clone()));
         }
         let streams = self
             .config
@@ -416,16 +443,7 @@ async fn load_one(
     }
 }
 
-/// This host's identity in `beehive:hosts:*` keys: `<hostname>:<pid>`.
-pub fn host_id() -> String {
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{hostname}:{}", std::process::id())
-}
+pub use crate::keys::host_id;
 
 const ADVERTISE_EVERY: Duration = Duration::from_secs(10);
 const ADVERTISE_TTL: Duration = Duration::from_secs(30);
@@ -515,8 +533,14 @@ async fn run_consumer(
                 return;
             }
             Ok(false) => {
-                tracing::warn!(consumer = %label, "consumer runs elsewhere or lost its lock; trying again shortly");
+                // Taken over, or still held by the host handing it over: try again soon.
+                tracing::info!(consumer = %label, "consumer runs elsewhere or lost its lock; trying again shortly");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
                 failures = 0;
+                continue;
             }
             Err(e) => {
                 failures += 1;

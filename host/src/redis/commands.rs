@@ -687,3 +687,25 @@ return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
     }
     invocation.invoke_async(con).await
 }
+
+/// `XGROUP DELCONSUMER <stream> <group> <consumer>`: removes a consumer from a group;
+/// returns how many entries it still had pending (they are dropped from the pending list,
+/// so call it once it has none). A missing stream or group is fine.
+pub(crate) async fn delete_consumer<C: ConnectionLike>(
+    con: &mut C,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+) -> RedisResult<u64> {
+    let result: RedisResult<u64> = redis::cmd("XGROUP")
+        .arg("DELCONSUMER")
+        .arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .query_async(con)
+        .await;
+    match result {
+        Err(e) if is_no_group(&e) => Ok(0),
+        other => other,
+    }
+}

@@ -40,12 +40,28 @@ impl Lock {
     /// While held, a background task extends the TTL every `ttl / 3`; if the key vanishes,
     /// holds another token, or cannot be refreshed for a whole TTL, [`lost`](Lock::lost) fires.
     pub(crate) async fn acquire(
-        mut con: ConnectionManager,
+        con: ConnectionManager,
         pool: &str,
         key: &str,
         ttl: Duration,
     ) -> Result<Option<Lock>> {
-        let token = random_token();
+        Self::acquire_as(con, pool, key, ttl, "").await
+    }
+
+    /// [`acquire`](Self::acquire) with a value naming its holder: `<owner>/<random>`
+    /// (`keys::lock_value`), so `beehive status` can tell who runs a consumer.
+    pub(crate) async fn acquire_as(
+        mut con: ConnectionManager,
+        pool: &str,
+        key: &str,
+        ttl: Duration,
+        owner: &str,
+    ) -> Result<Option<Lock>> {
+        let token = if owner.is_empty() {
+            random_token()
+        } else {
+            crate::keys::lock_value(owner, &random_token())
+        };
         let acquired = super::commands::set_if_absent(&mut con, key, &token, ttl)
             .await
             .pool(pool)?;

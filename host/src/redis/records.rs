@@ -153,3 +153,80 @@ pub(crate) async fn hosts_of<C: ConnectionLike>(
         .map(|(key, digest)| (key[prefix.len()..].to_string(), digest))
         .collect())
 }
+
+/// Records a heartbeat of `host` for `group` (at the server's clock) and returns the hosts
+/// whose last heartbeat is at most `ttl` old, sorted, this one included; heartbeats older
+/// than ten times `ttl` are removed.
+pub(crate) async fn heartbeat<C: ConnectionLike>(
+    con: &mut C,
+    group: &str,
+    host: &str,
+    ttl: Duration,
+) -> RedisResult<Vec<String>> {
+    let now = super::commands::server_time_ms(con).await?;
+    let key = keys::fleet(group);
+    let ttl_ms = ttl.as_millis() as u64;
+    let (_, _, mut live): ((), (), Vec<String>) = redis::pipe()
+        .cmd("ZADD")
+        .arg(&key)
+        .arg(now)
+        .arg(host)
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(&key)
+        .arg("-inf")
+        .arg(format!("({}", now.saturating_sub(10 * ttl_ms)))
+        .cmd("ZRANGEBYSCORE")
+        .arg(&key)
+        .arg(now.saturating_sub(ttl_ms))
+        .arg("+inf")
+        .query_async(con)
+        .await?;
+    live.sort();
+    Ok(live)
+}
+
+/// Removes `host`'s heartbeat for `group` (it stops running the group).
+pub(crate) async fn leave_fleet<C: ConnectionLike>(
+    con: &mut C,
+    group: &str,
+    host: &str,
+) -> RedisResult<()> {
+    redis::cmd("ZREM")
+        .arg(keys::fleet(group))
+        .arg(host)
+        .query_async(con)
+        .await
+}
+
+/// The hosts that ever sent a heartbeat for `group` (and were not pruned), with the age of
+/// their last one: (host, age), sorted by host.
+pub(crate) async fn fleet_of<C: ConnectionLike>(
+    con: &mut C,
+    group: &str,
+) -> RedisResult<Vec<(String, Duration)>> {
+    let now = super::commands::server_time_ms(con).await?;
+    let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(keys::fleet(group))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(con)
+        .await?;
+    let mut out: Vec<(String, Duration)> = members
+        .into_iter()
+        .map(|(host, at)| (host, Duration::from_millis(now.saturating_sub(at as u64))))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The values of the given lock keys (`None` where a key is not set).
+pub(crate) async fn lock_values<C: ConnectionLike>(
+    con: &mut C,
+    locks: &[String],
+) -> RedisResult<Vec<Option<String>>> {
+    if locks.is_empty() {
+        return Ok(Vec::new());
+    }
+    redis::cmd("MGET").arg(locks).query_async(con).await
+}
