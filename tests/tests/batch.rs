@@ -125,3 +125,56 @@ print(json.dumps([[e.id, e.stream, None if e.body is None else list(e.body),
     let decoded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(decoded, expected());
 }
+
+/// The host's encoder writes every vector of `wit/vectors` byte for byte (the SDKs' tests
+/// decode the same files), so the four implementations of the layout agree.
+#[test]
+fn the_host_encodes_every_wit_vector_byte_for_byte() {
+    let dir = workspace_root().join("wit/vectors");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("wit/vectors exists") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let events: Vec<Event> = json["events"]
+            .as_array()
+            .expect("an events array")
+            .iter()
+            .map(|e| {
+                let id: EntryId = e["id"].as_str().unwrap().parse().unwrap();
+                let body = e["body"].as_str().map(|hex| {
+                    (0..hex.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                        .collect::<Vec<u8>>()
+                });
+                let meta = e["meta"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|pair| {
+                        (
+                            pair[0].as_str().unwrap().to_string(),
+                            pair[1].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
+                Event::new(e["stream"].as_str().unwrap(), id, body, meta)
+                    .with_deliveries(e["deliveries"].as_u64().unwrap() as u32)
+            })
+            .collect();
+        let mut packed = Vec::new();
+        encode_batch(&events, &mut packed);
+        let expected = std::fs::read(path.with_extension("bin")).unwrap();
+        assert!(
+            packed == expected,
+            "{}: the host's encoding differs from the vector",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} vectors found");
+}
