@@ -14,6 +14,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
+pub mod json;
+#[cfg(test)]
+mod json_tests;
+
 /// The reserved stream-entry field that carries the MessagePack body.
 pub const BODY_FIELD: &str = "s";
 
@@ -103,12 +107,13 @@ impl Event {
         rmp_serde::from_slice(body).map_err(|e| self.decode_error(e.to_string()))
     }
 
-    /// The body decoded from MessagePack into JSON (binary strings become arrays of
-    /// numbers), or `None` for a metadata-only event.
+    /// The body in Beehive's lossless JSON form (see [`json`]: bytes, ext types such as
+    /// timestamps, non-string map keys and floats are tagged, everything else is plain
+    /// JSON), or `None` for a metadata-only event.
     pub fn body_json(&self) -> Option<Result<serde_json::Value>> {
         self.body
-            .as_ref()
-            .map(|_| self.unserialize::<serde_json::Value>())
+            .as_deref()
+            .map(|body| json::to_json(body).map_err(|e| self.decode_error(e.to_string())))
     }
 
     fn decode_error(&self, message: String) -> Error {

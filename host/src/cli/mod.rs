@@ -109,6 +109,9 @@ pub enum Command {
     Rollback(deploy::RollbackArgs),
     /// Print a stream's entries as they arrive (body as JSON), without joining a group.
     Tail(ops::TailArgs),
+    /// Print a stream's entries as JSON lines (the input of `beehive test`), without joining
+    /// a group.
+    Record(ops::RecordArgs),
     /// Republish dead-lettered entries, atomically per entry.
     Redrive(ops::RedriveArgs),
     /// A tour of Beehive on a private redis-server: publish, consume, status, GC.
@@ -155,6 +158,7 @@ where
             Command::Deploy(args) => deploy::deploy(args).await,
             Command::Rollback(args) => deploy::rollback(args).await,
             Command::Tail(args) => ops::tail(args).await,
+            Command::Record(args) => ops::record(args).await,
             Command::Redrive(args) => ops::redrive(args).await,
             Command::Demo(args) => demo::run(args).await,
         }

@@ -6,6 +6,7 @@ use super::{CommandResult, ConfigArg, Failure};
 use crate::Event;
 use crate::broker::redrive::{self, RedriveFilter};
 use crate::config::Config;
+use crate::event::json;
 
 /// Arguments of `beehive tail`.
 #[derive(Debug, clap::Args)]
@@ -21,6 +22,25 @@ pub struct TailArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// The pool holding the stream, when the config cannot tell.
+    #[arg(long)]
+    pub pool: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+}
+
+/// Arguments of `beehive record`.
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// The stream (registered, or a dead-letter stream).
+    pub stream: String,
+    /// Start at this entry ID (inclusive); default: the oldest entry.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Stop after this many entries; default: every entry up to the newest.
+    #[arg(long)]
+    pub count: Option<usize>,
     /// The pool holding the stream, when the config cannot tell.
     #[arg(long)]
     pub pool: Option<String>,
@@ -79,28 +99,11 @@ fn pool_of(config: &Config, stream: &str, given: Option<&str>) -> Result<String,
     }
 }
 
-fn event_json(event: &Event) -> serde_json::Value {
-    let body = match event.body_json() {
-        None => serde_json::Value::Null,
-        Some(Ok(json)) => json,
-        Some(Err(_)) => {
-            serde_json::json!({ "undecodable-messagepack": event.body().map(|b| b.len()) })
-        }
-    };
-    let meta: serde_json::Map<String, serde_json::Value> = event
-        .meta()
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    serde_json::json!({ "id": event.id(), "stream": event.stream(), "body": body, "meta": meta })
-}
-
+/// One line of `beehive tail`: ID, stream, the body in the lossless JSON form, metadata.
 fn event_line(event: &Event) -> String {
     let mut line = format!("{} {}", event.id(), event.stream());
-    match event.body_json() {
-        None => {}
-        Some(Ok(json)) => line.push_str(&format!(" body={json}")),
-        Some(Err(_)) => line.push_str(" body=<undecodable MessagePack>"),
+    if let Some(body) = event.body() {
+        line.push_str(&format!(" body={}", json::body_to_json(body)));
     }
     for (k, v) in event.meta() {
         line.push_str(&format!(" {k}={v}"));
@@ -127,7 +130,7 @@ pub(super) async fn tail(args: TailArgs) -> CommandResult {
         };
         for event in &events {
             if args.json {
-                println!("{}", event_json(event));
+                println!("{}", json::event_to_json(event));
             } else {
                 println!("{}", event_line(event));
             }
@@ -137,6 +140,40 @@ pub(super) async fn tail(args: TailArgs) -> CommandResult {
             return Ok(());
         }
     }
+}
+
+/// `beehive record`: the stream's entries as they are now, oldest first, one JSON line each
+/// in `tail --json`'s format (the input of `beehive test`); joins no group, follows nothing.
+pub(super) async fn record(args: RecordArgs) -> CommandResult {
+    use std::io::Write;
+    let config = args.config.load()?;
+    let pool = pool_of(&config, &args.stream, args.pool.as_deref())?;
+    let broker = config.registry.create_engine().event_broker();
+    let mut start = match args.from.as_deref() {
+        None | Some("-" | "0") => "-".to_string(),
+        Some(id) => id
+            .parse::<crate::EntryId>()
+            .map_err(|e| Failure::Usage(format!("--from: {e}")))?
+            .to_string(),
+    };
+    let mut left = args.count.unwrap_or(usize::MAX);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    while left > 0 {
+        let page = left.min(500);
+        let events = broker.range(&pool, &args.stream, &start, page).await?;
+        for event in &events {
+            writeln!(out, "{}", json::event_to_json(event))
+                .map_err(|e| Failure::Runtime(format!("cannot write to stdout: {e}")))?;
+        }
+        left -= events.len();
+        match events.last() {
+            Some(last) if events.len() == page => start = format!("({}", last.id()),
+            _ => break,
+        }
+    }
+    out.flush()
+        .map_err(|e| Failure::Runtime(format!("cannot write to stdout: {e}")))?;
+    Ok(())
 }
 
 pub(super) async fn redrive(args: RedriveArgs) -> CommandResult {

@@ -1,4 +1,5 @@
-//! `beehive publish <stream> [--json VALUE] [--meta k=v]...`
+//! `beehive publish <stream> [--json VALUE] [--meta k=v]...`: the body in the lossless JSON
+//! form of [`crate::event::json`].
 
 use super::{CommandResult, ConfigArg, Failure};
 
@@ -7,7 +8,9 @@ use super::{CommandResult, ConfigArg, Failure};
 pub struct PublishArgs {
     /// The stream to publish to (must be registered).
     pub stream: String,
-    /// The body as a JSON value; stored as MessagePack.
+    /// The body as JSON, stored as MessagePack; the lossless form `tail --json` and
+    /// `record` print (`{"$bin": "..."}`, `{"$time": "..."}`, `{"$map": [[1, "a"]]}`, ...)
+    /// is read back byte for byte.
     #[arg(long)]
     pub json: Option<String>,
     /// A metadata pair; repeat for more.
@@ -24,7 +27,10 @@ pub(super) async fn run(args: PublishArgs) -> CommandResult {
         Some(text) => {
             let value: serde_json::Value = serde_json::from_str(text)
                 .map_err(|e| Failure::Usage(format!("--json: expected a JSON value: {e}")))?;
-            Some(crate::event::encode_body(&args.stream, &value)?)
+            Some(
+                crate::event::json::from_json(&value)
+                    .map_err(|e| Failure::Usage(format!("--json: {e}")))?,
+            )
         }
         None => None,
     };
