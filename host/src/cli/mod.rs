@@ -10,9 +10,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod demo;
 mod deploy;
 mod inspect;
+mod new;
 mod ops;
 mod publish;
 mod run;
+mod test;
 
 /// Exit code for runtime failures.
 pub const EXIT_RUNTIME: u8 = 1;
@@ -116,6 +118,12 @@ pub enum Command {
     Redrive(ops::RedriveArgs),
     /// A tour of Beehive on a private redis-server: publish, consume, status, GC.
     Demo(demo::DemoArgs),
+    /// Create a handler project (Rust, Python or JavaScript) that builds offline, with test
+    /// events and their expectation.
+    New(new::NewArgs),
+    /// Run a handler component on recorded events, without Redis, and compare what it did
+    /// with an expectation file; the last line is `N passed, N failed`.
+    Test(test::TestArgs),
 }
 
 /// Parses `args` (including the program name), runs the command and returns the exit code.
@@ -161,6 +169,8 @@ where
             Command::Record(args) => ops::record(args).await,
             Command::Redrive(args) => ops::redrive(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::New(args) => new::run(args).await,
+            Command::Test(args) => test::run(args).await,
         }
     });
     match result {
