@@ -192,6 +192,7 @@ impl Relay {
         let pool = self.engine.pool(&self.pool)?;
         let mut con = pool.connection().await?;
         let mut waiter = None;
+        let mut stalled = Duration::ZERO;
         loop {
             if cancel.is_cancelled()
                 || lock.lost().is_cancelled()
@@ -220,13 +221,21 @@ impl Relay {
                 }
                 continue;
             }
-            let moved = self.relay_page(&mut con, &page).await?;
+            let moved = self.relay_page(&mut con, &page, stalled.is_zero()).await?;
             if moved == 0 {
-                // The head of the outbox cannot move now (a target is down): wait a little.
+                // The head of the outbox cannot move now (a target is down): wait, longer
+                // each time, up to 5 s.
+                stalled = (stalled * 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = lock.lost().cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(stalled) => {}
                 }
+            } else {
+                if !stalled.is_zero() {
+                    tracing::info!(group = %self.group, "relay targets reachable again; outputs flow");
+                }
+                stalled = Duration::ZERO;
             }
         }
     }
@@ -237,6 +246,7 @@ impl Relay {
         &self,
         source: &mut C,
         page: &[Output],
+        first_failure: bool,
     ) -> Result<usize> {
         // The prefix of the page that can be delivered: everything up to the first output
         // whose domain fails. Outputs of one domain go in one script, in order.
@@ -291,7 +301,11 @@ impl Relay {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(group = %self.group, pool = %pool_name, error = %e, "relay target unreachable; its outputs wait in the outbox");
+                    if first_failure {
+                        tracing::warn!(group = %self.group, pool = %pool_name, error = %e, "relay target unreachable; its outputs wait in the outbox (retrying with a backoff)");
+                    } else {
+                        tracing::debug!(group = %self.group, pool = %pool_name, error = %e, "relay target still unreachable");
+                    }
                     stop_at = stop_at.min(outputs[0].0);
                 }
             }

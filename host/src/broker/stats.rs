@@ -20,6 +20,10 @@ pub struct StreamStatistics {
     pub length: u64,
     /// Every group on the stream: the registered ones (created or not) and any others.
     pub groups: Vec<GroupStatistics>,
+    /// Why the stream's pool could not be read (the other fields are then empty): one
+    /// pool being down does not hide the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Statistics of one consumer group on one stream.
@@ -129,9 +133,22 @@ pub(crate) async fn collect(
     dead_letter_name: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<Vec<StreamStatistics>> {
     let mut out = Vec::new();
+    let unreachable = |stream: &crate::registry::StreamDef, error: String| StreamStatistics {
+        name: stream.name.clone(),
+        pool: stream.pool.clone(),
+        length: 0,
+        groups: Vec::new(),
+        error: Some(error),
+    };
     for stream in engine.registry().streams() {
         let pool = engine.pool(&stream.pool)?;
-        let mut con = pool.connection().await?;
+        let mut con = match pool.connection().await {
+            Ok(con) => con,
+            Err(e) => {
+                out.push(unreachable(stream, e.to_string()));
+                continue;
+            }
+        };
         let stats: redis::RedisResult<StreamStatistics> = async {
             let length = commands::stream_length(&mut con, &stream.name).await?;
             let now_ms = commands::server_time_ms(&mut con).await?;
@@ -238,10 +255,14 @@ pub(crate) async fn collect(
                 pool: stream.pool.clone(),
                 length,
                 groups,
+                error: None,
             })
         }
         .await;
-        out.push(stats.pool(&pool.name)?);
+        match stats.pool(&pool.name) {
+            Ok(stats) => out.push(stats),
+            Err(e) => out.push(unreachable(stream, e.to_string())),
+        }
     }
     Ok(out)
 }

@@ -93,6 +93,14 @@ fn status_table(stats: &[crate::broker::stats::StreamStatistics]) -> String {
         "STREAM", "POOL", "LENGTH", "GROUP", "PENDING", "LAG", "OLDEST", "DEAD-LETTER"
     );
     for s in stats {
+        if let Some(error) = &s.error {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<10} {:>10}  unreachable: {error}",
+                s.name, s.pool, "?"
+            );
+            continue;
+        }
         if s.groups.is_empty() {
             let _ = writeln!(out, "{:<24} {:<10} {:>10}", s.name, s.pool, s.length);
         }

@@ -560,7 +560,7 @@ fn observe_statistics(
     metrics: &crate::ops::metrics::Metrics,
     stats: &[crate::broker::stats::StreamStatistics],
 ) {
-    for stream in stats {
+    for stream in stats.iter().filter(|s| s.error.is_none()) {
         metrics.set_stream_length(&stream.name, stream.length);
         for g in stream.groups.iter().filter(|g| g.registered) {
             if let Some(outbox) = &g.outbox {
