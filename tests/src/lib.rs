@@ -388,36 +388,80 @@ pub fn python_component() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let target = target_dir();
-            std::fs::create_dir_all(&target).expect("target dir");
-            let out = target.join("python-router.wasm");
-            let sources = [
-                "examples/python-router/app.py",
-                "examples/python-router/msgpack_lite.py",
-                "guest-sdk/python/beehive_batch.py",
-                "wit/beehive.wit",
+            let mut sources = vec![
+                PathBuf::from("examples/python-router/app.py"),
+                PathBuf::from("examples/python-router/build.sh"),
+                PathBuf::from("scripts/build-python"),
+                PathBuf::from("wit/beehive.wit"),
             ];
-            let built_at = std::fs::metadata(&out).and_then(|m| m.modified()).ok();
-            let fresh = built_at.is_some_and(|built| {
-                sources.iter().all(|s| {
-                    std::fs::metadata(workspace_root().join(s))
-                        .and_then(|m| m.modified())
-                        .is_ok_and(|m| m <= built)
-                })
-            });
-            if fresh {
-                return out;
-            }
-            let status = std::process::Command::new("bash")
-                .arg(workspace_root().join("examples/python-router/build.sh"))
-                .arg(&out)
-                .stdout(std::process::Stdio::null())
-                .status()
-                .expect("run examples/python-router/build.sh");
-            assert!(status.success(), "building the Python component failed");
-            out
+            sources.extend(files_in("guest-sdk/python", "py"));
+            built_example(
+                "python-router.wasm",
+                &sources,
+                "examples/python-router/build.sh",
+            )
         })
         .clone()
+}
+
+/// Builds the JavaScript router example with componentize-js (once per test process, with
+/// `bash examples/js-router/build.sh <out>`) and returns the component's path.
+pub fn js_component() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            built_example(
+                "js-router.wasm",
+                &[
+                    PathBuf::from("examples/js-router/handler.js"),
+                    PathBuf::from("examples/js-router/build.sh"),
+                    PathBuf::from("guest-sdk/js/beehive.js"),
+                    PathBuf::from("scripts/build-js"),
+                    PathBuf::from("wit/beehive.wit"),
+                ],
+                "examples/js-router/build.sh",
+            )
+        })
+        .clone()
+}
+
+/// The files of workspace folder `dir` ending in `.ext`, relative to the workspace root.
+fn files_in(dir: &str, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(workspace_root().join(dir))
+        .expect("read a workspace folder")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == ext))
+        .map(|path| Path::new(dir).join(path.file_name().expect("a file name")))
+        .collect();
+    files.sort();
+    files
+}
+
+/// `target/<name>`, rebuilt with `bash <script> <out>` unless it is newer than every one of
+/// `sources` (workspace-relative).
+fn built_example(name: &str, sources: &[PathBuf], script: &str) -> PathBuf {
+    let target = target_dir();
+    std::fs::create_dir_all(&target).expect("target dir");
+    let out = target.join(name);
+    let built_at = std::fs::metadata(&out).and_then(|m| m.modified()).ok();
+    let fresh = built_at.is_some_and(|built| {
+        sources.iter().all(|s| {
+            std::fs::metadata(workspace_root().join(s))
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m <= built)
+        })
+    });
+    if fresh {
+        return out;
+    }
+    let status = std::process::Command::new("bash")
+        .arg(workspace_root().join(script))
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(status.success(), "{script} failed to build {name}");
+    out
 }
 
 /// Reads an example's `beehive.yaml`, points it at `server` and `component`, and writes it

@@ -103,7 +103,8 @@ fn validate_refuses_a_duplicate_stream_with_exit_2() {
         "good.yaml",
         "default:\n  redis: 127.0.0.1:1:0\n  streams:\n    a: [g]\n",
     );
-    let out = beehive(&["validate", "-c", good.to_str().unwrap()]);
+    // Nothing listens on port 1: --offline checks the file alone.
+    let out = beehive(&["validate", "--offline", "-c", good.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let out = beehive(&[
@@ -157,12 +158,15 @@ fn the_demo_runs_on_a_private_redis_and_exits_0() {
     let components = beehive_tests::component("beehive-example-router");
     beehive_tests::component("beehive-example-page-views");
     let python = beehive_tests::python_component();
+    let js = beehive_tests::js_component();
     let out = Command::new(beehive_bin())
         .arg("demo")
         .arg("--components")
         .arg(components.parent().unwrap())
         .arg("--python")
         .arg(&python)
+        .arg("--js")
+        .arg(&js)
         .output()
         .expect("run beehive demo");
     let text = stdout(&out);
@@ -172,6 +176,7 @@ fn the_demo_runs_on_a_private_redis_and_exits_0() {
         "{text}"
     );
     assert!(text.contains("router=python"), "{text}");
+    assert!(text.contains("router=js"), "{text}");
     assert!(
         text.contains("page-view-totals") && text.contains("/about-us/=2"),
         "{text}"

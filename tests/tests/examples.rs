@@ -1,8 +1,9 @@
-//! The example handlers (Rust and Python) with their own configs, under `beehive run`.
+//! The example handlers (Rust, Python and JavaScript) with their own configs, under
+//! `beehive run`.
 
 use beehive_tests::{
-    TempDir, component, drain, engine, entries, example_config, field, pending, python_component,
-    redis,
+    TempDir, component, drain, engine, entries, example_config, field, js_component, pending,
+    python_component, redis,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +26,7 @@ struct Normalized {
 }
 
 /// Publishes v1, v2, an unknown version and a corrupt body, runs the router and checks
-/// what it published and dead-lettered. The Rust and Python routers must agree.
+/// what it published and dead-lettered. The Rust, Python and JavaScript routers must agree.
 async fn router_contract(example: &str, component: &std::path::Path) {
     let server = redis();
     let dir = TempDir::new();
@@ -145,6 +146,11 @@ async fn the_rust_router_normalizes_versions_and_dead_letters_the_rest() {
 #[tokio::test]
 async fn the_python_router_keeps_the_same_contract() {
     router_contract("python-router", &python_component()).await;
+}
+
+#[tokio::test]
+async fn the_js_router_keeps_the_same_contract() {
+    router_contract("js-router", &js_component()).await;
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! `beehive demo`: a tour on a private `redis-server`: the library API, then the example
-//! WebAssembly handlers (Rust and Python) under the host, then status and GC.
+//! WebAssembly handlers (Rust, Python and JavaScript) under the host, then status and GC.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,9 @@ pub struct DemoArgs {
     /// The Python example component.
     #[arg(long, default_value = "examples/python-router/python-router.wasm")]
     pub python: PathBuf,
+    /// The JavaScript example component.
+    #[arg(long, default_value = "examples/js-router/js-router.wasm")]
+    pub js: PathBuf,
 }
 
 #[derive(Serialize)]
@@ -42,24 +45,36 @@ struct ColorV2 {
     price_cents: i64,
 }
 
-fn demo_config(address: &str, components: &Path, python: Option<&Path>) -> String {
-    let python = python.map_or(String::new(), |path| {
+/// The group of an interpreted router (Python, JavaScript): its config lines, when its
+/// component was found.
+fn interpreted_router(group: &str, path: Option<&Path>) -> String {
+    path.map_or(String::new(), |path| {
         format!(
-            "  py-routers:\n    component: {}\n    publish: [colors-normalized]\n    limits: {{ memory: 128MiB, timeout: 10s }}\n",
+            "  {group}:\n    component: {}\n    publish: [colors-normalized]\n    limits: {{ memory: 128MiB, timeout: 10s }}\n",
             path.display()
         )
-    });
-    let py_group = if python.is_empty() {
-        ""
-    } else {
-        ", py-routers"
-    };
+    })
+}
+
+fn demo_config(
+    address: &str,
+    components: &Path,
+    python: Option<&Path>,
+    js: Option<&Path>,
+) -> String {
+    let mut color_groups = String::from("routers");
+    for (group, path) in [("py-routers", python), ("js-routers", js)] {
+        if path.is_some() {
+            color_groups.push_str(", ");
+            color_groups.push_str(group);
+        }
+    }
     format!(
         "default:
   redis: {address}
   streams:
     stream-a: [read-group-a]
-    colors: [routers{py_group}]
+    colors: [{color_groups}]
     colors-normalized: [color-audit]
     stream-page-views: [page-views]
     page-view-totals: [reporting]
@@ -70,9 +85,11 @@ consumers:
   page-views:
     component: {page_views}
     publish: [page-view-totals]
-{python}",
+{python}{js}",
         router = components.join("beehive_example_router.wasm").display(),
         page_views = components.join("beehive_example_page_views.wasm").display(),
+        python = interpreted_router("py-routers", python),
+        js = interpreted_router("js-routers", js),
     )
 }
 
@@ -93,6 +110,7 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
     let python = std::path::absolute(&args.python)
         .ok()
         .filter(|p| p.exists());
+    let js = std::path::absolute(&args.js).ok().filter(|p| p.exists());
     let private;
     let address = match &args.redis {
         Some(address) => address.clone(),
@@ -105,7 +123,7 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
         }
     };
     let config = Config::parse(
-        &demo_config(&address, &components, python.as_deref()),
+        &demo_config(&address, &components, python.as_deref(), js.as_deref()),
         Path::new("beehive-demo.yaml"),
     )?;
     let engine = config.registry.create_engine();
@@ -191,11 +209,16 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
             component.short_digest()
         );
     }
-    if python.is_none() {
-        println!(
-            "(the Python router is skipped: {} not found; bash scripts/build-examples builds it)",
-            args.python.display()
-        );
+    for (language, found, path) in [
+        ("Python", python.is_some(), &args.python),
+        ("JavaScript", js.is_some(), &args.js),
+    ] {
+        if !found {
+            println!(
+                "(the {language} router is skipped: {} not found; bash scripts/build-examples builds it)",
+                path.display()
+            );
+        }
     }
     let consumers = loaded
         .into_iter()
@@ -218,6 +241,7 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
         "page-view-totals",
         &crate::keys::dead_letter_stream("routers"),
         &crate::keys::dead_letter_stream("py-routers"),
+        &crate::keys::dead_letter_stream("js-routers"),
     ] {
         for event in broker.range("default", stream, "-", 100).await? {
             let mut parts = Vec::new();
