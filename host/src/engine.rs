@@ -68,6 +68,17 @@ impl Engine {
         self.pool(&def.pool)
     }
 
+    /// Checks that the pool called `pool` answers: a new connection (at most 2 s to
+    /// connect) and a `PING` answered within `timeout`. Nothing is retried.
+    pub async fn ping(&self, pool: &str, timeout: std::time::Duration) -> Result<()> {
+        use crate::error::PoolContext;
+        let pool = self.pool(pool)?;
+        let mut con = pool.dedicated(timeout).await?;
+        crate::redis::commands::ping(&mut con)
+            .await
+            .pool(&pool.name)
+    }
+
     /// A connection to the pool called `pool`, for commands of your own.
     pub async fn connection(&self, pool: &str) -> Result<ConnectionManager> {
         self.pool(pool)?.connection().await

@@ -506,3 +506,83 @@ pub fn hostile_version(version: &str) -> PathBuf {
         .expect("copy the versioned guest");
     copy
 }
+
+// ---- Raw entries and the binary's output (guest tooling and error-message tests) ----
+
+/// A stream entry's fields as stored, bytes untouched.
+pub type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// `XADD <stream> * <fields>` with raw bytes (bodies no encoder of ours would write);
+/// returns the entry ID.
+pub async fn xadd_raw(server: &RedisServer, stream: &str, fields: &[(&[u8], &[u8])]) -> String {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream).arg("*");
+    for (k, v) in fields {
+        cmd.arg(*k).arg(*v);
+    }
+    cmd.query_async(&mut raw(server).await).await.expect("XADD")
+}
+
+/// Every entry of a stream as `(id, fields)`, the fields' bytes untouched.
+pub async fn raw_entries(server: &RedisServer, stream: &str) -> Vec<(String, RawFields)> {
+    let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw(server).await)
+        .await
+        .expect("XRANGE");
+    entries
+        .into_iter()
+        .map(|(id, flat)| {
+            let fields = flat
+                .chunks(2)
+                .map(|kv| (kv[0].clone(), kv.get(1).cloned().unwrap_or_default()))
+                .collect();
+            (id, fields)
+        })
+        .collect()
+}
+
+/// Runs the `beehive` binary with `args` (no `RUST_LOG`), waiting at most `timeout`;
+/// returns its exit code, stdout and stderr.
+pub fn run_beehive(args: &[&str], timeout: Duration) -> (Option<i32>, String, String) {
+    let mut child = std::process::Command::new(beehive_bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start beehive");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut text);
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "beehive {args:?} did not exit within {timeout:?}; stderr:\n{}",
+                err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        code,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}

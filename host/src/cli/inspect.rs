@@ -44,6 +44,10 @@ pub struct GcArgs {
 /// Arguments of `beehive validate`.
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
+    /// Do not check that every pool answers (for checking a file where Redis is not
+    /// reachable, e.g. a CI lint step).
+    #[arg(long)]
+    pub offline: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub config: ConfigArg,
@@ -239,7 +243,7 @@ pub(super) async fn validate(args: ValidateArgs) -> CommandResult {
             }
         }
         for (group, component) in crate::ops::supervisor::load_components(&config, &wasm)
-            .map_err(|e| Failure::Usage(e.to_string()))?
+            .map_err(|e| super::run::component_failure(&config, e))?
         {
             println!(
                 "consumers.{group}: {} implements beehive:broker/consumer (sha256 {})",
@@ -273,6 +277,9 @@ pub(super) async fn validate(args: ValidateArgs) -> CommandResult {
             );
         }
     }
+    if !args.offline {
+        ping_pools(&config).await?;
+    }
     let r = &config.registry;
     println!(
         "{}: ok ({} pools, {} streams, {} groups, {} consumers)",
@@ -283,4 +290,35 @@ pub(super) async fn validate(args: ValidateArgs) -> CommandResult {
         config.consumers.len()
     );
     Ok(())
+}
+
+/// Every pool must answer `PING` (within 2 s to connect and 5 s to answer). A pool that
+/// does not is a runtime failure (exit 1), not a configuration error (exit 2): the file is
+/// valid, the server is down, unreachable or refuses the credentials; `--offline` skips it.
+async fn ping_pools(config: &crate::config::Config) -> CommandResult {
+    let engine = config.registry.create_engine();
+    let mut failed = Vec::new();
+    for pool in config.registry.pools() {
+        match engine
+            .ping(&pool.name, std::time::Duration::from_secs(5))
+            .await
+        {
+            Ok(()) => println!("pool {}: {} answers", pool.name, pool.address),
+            Err(crate::Error::Redis { source, .. }) => failed.push(format!(
+                "pool {} ({}) does not answer: {source}",
+                pool.name, pool.address
+            )),
+            Err(e) => failed.push(format!(
+                "pool {} ({}) does not answer: {e}",
+                pool.name, pool.address
+            )),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::Runtime(format!(
+        "{}\n(the configuration itself is valid; start the server, fix its address, or pass --offline to check the file alone)",
+        failed.join("\n")
+    )))
 }

@@ -155,68 +155,83 @@ impl Config {
                             );
                         }
                         other => {
-                            return Err(
-                                p.err(&path, format!("unknown key {other:?}: expected addr"))
-                            );
+                            return Err(p.err(&path, unknown_key(other, &["addr"])));
                         }
                     }
                 }
                 continue;
             }
-            p.name(&name, &name, "pool")?;
-            let pool = p.map(value, &name, "a map with the keys redis and streams")?;
-            let mut address = None;
-            let mut password = String::new();
-            for (k, v) in pool {
-                let k = p.key(k, &name)?;
-                let path = format!("{name}.{k}");
-                match k.as_str() {
-                    "redis" => address = Some(p.string(v, &path, "a Redis address: host:port:db, a redis:// or rediss:// URL, or a unix socket path")?),
-                    "password" => password = p.string(v, &path, "a password string")?,
-                    "streams" => {
-                        if v.is_null() {
-                            continue;
-                        }
-                        let streams = p.map(v, &path, "a map of stream names to lists of consumer groups")?;
-                        for (sk, sv) in streams {
-                            let stream = p.key(sk, &path)?;
-                            let spath = format!("{path}.{stream}");
-                            p.name(&stream, &spath, "stream")?;
-                            let groups = p.string_list(sv, &spath, "a non-empty list of consumer group names")?;
-                            if groups.is_empty() {
-                                return Err(p.err(&spath, "expected a non-empty list of consumer group names"));
+            // Every other top-level key is a pool; one that does not parse as a pool but is
+            // spelled like a reserved key (`consumer:`) was most likely meant as that key.
+            let parsed = (|| -> Result<(), ConfigError> {
+                p.name(&name, &name, "pool")?;
+                let pool = p.map(value, &name, "a map with the keys redis and streams")?;
+                let mut address = None;
+                let mut password = String::new();
+                for (k, v) in pool {
+                    let k = p.key(k, &name)?;
+                    let path = format!("{name}.{k}");
+                    match k.as_str() {
+                        "redis" => address = Some(p.string(v, &path, "a Redis address: host:port:db, a redis:// or rediss:// URL, or a unix socket path")?),
+                        "password" => password = p.string(v, &path, "a password string")?,
+                        "streams" => {
+                            if v.is_null() {
+                                continue;
                             }
-                            if let Some(other) = stream_pools.get(&stream) {
-                                return Err(p.err(&spath, format!("stream with name {stream} already exists (in pool {other})")));
-                            }
-                            for group in &groups {
-                                p.name(group, &spath, "consumer group")?;
-                                match group_pools.get(group) {
-                                    Some((pool, first)) if *pool != name => {
-                                        return Err(p.err(&spath, format!("consumer group {group} already reads stream {first} in pool {pool}: a group's streams must share one pool")));
-                                    }
-                                    Some(_) => {}
-                                    None => {
-                                        group_pools.insert(group.clone(), (name.clone(), stream.clone()));
+                            let streams = p.map(v, &path, "a map of stream names to lists of consumer groups")?;
+                            for (sk, sv) in streams {
+                                let stream = p.key(sk, &path)?;
+                                let spath = format!("{path}.{stream}");
+                                p.name(&stream, &spath, "stream")?;
+                                let groups = p.string_list(sv, &spath, "a non-empty list of consumer group names")?;
+                                if groups.is_empty() {
+                                    return Err(p.err(&spath, "expected a non-empty list of consumer group names"));
+                                }
+                                if let Some(other) = stream_pools.get(&stream) {
+                                    return Err(p.err(&spath, format!("stream with name {stream} already exists (in pool {other})")));
+                                }
+                                for group in &groups {
+                                    p.name(group, &spath, "consumer group")?;
+                                    match group_pools.get(group) {
+                                        Some((pool, first)) if *pool != name => {
+                                            return Err(p.err(&spath, format!("consumer group {group} already reads stream {first} in pool {pool}: a group's streams must share one pool")));
+                                        }
+                                        Some(_) => {}
+                                        None => {
+                                            group_pools.insert(group.clone(), (name.clone(), stream.clone()));
+                                        }
                                     }
                                 }
+                                stream_pools.insert(stream.clone(), name.clone());
+                                registry.register_redis_stream(&stream, &name, &groups);
                             }
-                            stream_pools.insert(stream.clone(), name.clone());
-                            registry.register_redis_stream(&stream, &name, &groups);
                         }
+                        other => return Err(p.err(&path, unknown_key(other, &["redis", "password", "streams"]))),
                     }
-                    other => return Err(p.err(&path, format!("unknown key {other:?}: expected redis, password or streams"))),
                 }
+                let address = address.ok_or_else(|| {
+                    p.err(
+                        &format!("{name}.redis"),
+                        "missing: expected a Redis address such as localhost:6379:0",
+                    )
+                })?;
+                crate::address::RedisAddress::parse(&address, &password, None)
+                    .map_err(|e| p.err(&format!("{name}.redis"), e))?;
+                registry.register_redis(&address, &password, 0, &name);
+                Ok(())
+            })();
+            if let Err(e) = parsed {
+                return Err(match nearest(&name, &[CONSUMERS_KEY, METRICS_KEY]) {
+                    Some(reserved) => p.err(
+                        &name,
+                        format!(
+                            "unknown top-level key {name:?}: did you mean {reserved}? (every other top-level key is a Redis pool, and this is not one: {}: {})",
+                            e.path, e.message
+                        ),
+                    ),
+                    None => e,
+                });
             }
-            let address = address.ok_or_else(|| {
-                p.err(
-                    &format!("{name}.redis"),
-                    "missing: expected a Redis address such as localhost:6379:0",
-                )
-            })?;
-            crate::address::RedisAddress::parse(&address, &password, None)
-                .map_err(|e| p.err(&format!("{name}.redis"), e))?;
-            registry.register_redis(&address, &password, 0, &name);
         }
         let registry = registry
             .validate_now()
@@ -449,18 +464,15 @@ impl Parser {
                             "memory" => c.memory = self.size(lv, &lpath)?,
                             "timeout" => c.timeout = self.duration(lv, &lpath)?,
                             other => {
-                                return Err(self.err(
-                                    &lpath,
-                                    format!("unknown key {other:?}: expected memory or timeout"),
-                                ));
+                                return Err(
+                                    self.err(&lpath, unknown_key(other, &["memory", "timeout"]))
+                                );
                             }
                         }
                     }
                 }
                 other => {
-                    return Err(self.err(&kpath, format!(
-                        "unknown key {other:?}: expected component, count, instances, block, publish, min-idle, lock-ttl, max-deliveries, max-publishes, dead-letter or limits"
-                    )));
+                    return Err(self.err(&kpath, unknown_key(other, CONSUMER_KEYS)));
                 }
             }
         }
@@ -491,6 +503,71 @@ impl Parser {
         }
         Ok(c)
     }
+}
+
+/// The settings of a consumer group.
+const CONSUMER_KEYS: &[&str] = &[
+    "component",
+    "count",
+    "instances",
+    "block",
+    "publish",
+    "min-idle",
+    "lock-ttl",
+    "max-deliveries",
+    "max-publishes",
+    "dead-letter",
+    "limits",
+];
+
+/// `unknown key "instance": did you mean instances? expected component, count, ...`
+fn unknown_key(key: &str, known: &[&str]) -> String {
+    let expected = match known {
+        [] => String::new(),
+        [only] => only.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    };
+    match nearest(key, known) {
+        Some(near) => format!("unknown key {key:?}: did you mean {near}? expected {expected}"),
+        None => format!("unknown key {key:?}: expected {expected}"),
+    }
+}
+
+/// The known key nearest to `key`, when a typo away: at most two edits (insertions,
+/// deletions, substitutions or swaps of neighbours, ignoring case), and fewer than the key's
+/// length.
+fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let key = key.to_lowercase();
+    known
+        .iter()
+        .map(|k| (edit_distance(&key, k), *k))
+        .filter(|(d, k)| *d <= 2 && *d < key.chars().count().min(k.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Optimal string alignment distance (Levenshtein with swaps of neighbouring characters).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// Parses `64MiB`, `512KB`, `1GiB`, `1048576`.
@@ -668,6 +745,62 @@ consumers:
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn a_misspelt_reserved_key_is_suggested() {
+        let pools = "default:\n  redis: localhost:1\n  streams:\n    a: [g]\n";
+        for (text, expected) in [
+            (
+                format!("{pools}consumer:\n  g:\n    component: x.wasm\n"),
+                "/etc/beehive/beehive.yaml: consumer: unknown top-level key \"consumer\": did you mean consumers? (every other top-level key is a Redis pool, and this is not one: consumer.g: unknown key \"g\": expected redis, password or streams)",
+            ),
+            (
+                format!("{pools}Consumres:\n  g: {{component: x.wasm}}\n"),
+                "Consumres: unknown top-level key \"Consumres\": did you mean consumers?",
+            ),
+            (
+                format!("{pools}metric:\n  addr: 9464\n"),
+                "metric: unknown top-level key \"metric\": did you mean metrics?",
+            ),
+            (
+                format!("{pools}consumers:\n  g: {{component: x.wasm, instance: 2}}\n"),
+                "consumers.g.instance: unknown key \"instance\": did you mean instances? expected component, count,",
+            ),
+            (
+                format!("{pools}consumers:\n  g: {{component: x.wasm, limits: {{timout: 1s}}}}\n"),
+                "consumers.g.limits.timout: unknown key \"timout\": did you mean timeout? expected memory or timeout",
+            ),
+            (
+                "default:\n  redis: localhost:1\n  stream: {}\n".to_string(),
+                "default.stream: unknown key \"stream\": did you mean streams? expected redis, password or streams",
+            ),
+            (
+                format!("{pools}metrics:\n  adr: 9464\n"),
+                "metrics.adr: unknown key \"adr\": did you mean addr? expected addr",
+            ),
+            (
+                format!("{pools}consumers:\n  g: {{component: x.wasm, colour: red}}\n"),
+                "consumers.g.colour: unknown key \"colour\": expected component",
+            ),
+        ] {
+            let message = error(&text);
+            assert!(
+                message.contains(expected),
+                "for {text:?}\n got: {message}\nwant: {expected}"
+            );
+        }
+        // A pool that parses keeps its name, however close to a reserved key.
+        let config = parse("consumer:\n  redis: localhost:1\n  streams:\n    a: [g]\n").unwrap();
+        assert!(config.registry.pools().any(|p| p.name == "consumer"));
+        // A broken pool far from any reserved key keeps its own error.
+        assert!(
+            error("orders:\n  redis: localhost:1\n  strems: {}\n")
+                .contains("orders.strems: unknown key \"strems\": did you mean streams?")
+        );
+        assert_eq!(nearest("xyz", &["streams"]), None);
+        assert_eq!(nearest("a", &["addr"]), None);
+        assert_eq!(edit_distance("consumres", "consumers"), 1);
     }
 
     #[test]

@@ -29,8 +29,10 @@ impl std::error::Error for BatchError {}
 /// Why a handler failed a batch, attached to its error for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// The guest trapped (a panic, `unreachable`, ...).
+    /// The guest trapped (`unreachable`, an abort, ...).
     Trap,
+    /// The guest panicked: it logged a line starting with `panic: ` and then trapped.
+    Panic,
     /// The batch ran past its CPU deadline.
     Deadline,
     /// The guest hit its memory cap.
@@ -50,6 +52,7 @@ impl FailureKind {
     pub fn label(self) -> &'static str {
         match self {
             FailureKind::Trap => "trap",
+            FailureKind::Panic => "panic",
             FailureKind::Deadline => "deadline",
             FailureKind::Memory => "memory",
             FailureKind::StackOverflow => "stack_overflow",

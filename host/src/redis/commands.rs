@@ -536,6 +536,12 @@ pub(crate) fn xtrim_minid(stream: &str, min_id: EntryId) -> Cmd {
     cmd
 }
 
+/// `PING`: whether the server answers.
+pub(crate) async fn ping<C: ConnectionLike>(con: &mut C) -> RedisResult<()> {
+    let _: Value = redis::cmd("PING").query_async(con).await?;
+    Ok(())
+}
+
 /// The server's clock in milliseconds (`TIME`).
 pub(crate) async fn server_time_ms<C: ConnectionLike>(con: &mut C) -> RedisResult<u64> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(con).await?;

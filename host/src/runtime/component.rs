@@ -146,7 +146,11 @@ impl WasmEngine {
         let origin = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| ComponentError {
             origin: origin.clone(),
-            reason: format!("cannot read: {e}"),
+            reason: if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file: build the component first, or fix the path".to_string()
+            } else {
+                format!("cannot read: {e}")
+            },
         })?;
         self.load_bytes(&bytes, &origin)
     }
@@ -214,11 +218,10 @@ impl WasmEngine {
                  (Rust: beehive-guest {WIT_VERSION})"
             )));
         }
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            refuse(format!(
-                "imports something the host does not provide: {e:#}"
-            ))
-        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| refuse(self.unprovided_imports(&component, &e)))?;
         let pre = ConsumerPre::new(pre).map_err(|e| refuse(format!("does not implement the world beehive:broker/consumer (it must export beehive:broker/handler@{WIT_VERSION} with handle-events): {e:#}")))?;
         Ok(Component {
             inner: Arc::new(ComponentInner {
@@ -227,6 +230,29 @@ impl WasmEngine {
                 pre,
             }),
         })
+    }
+}
+
+impl WasmEngine {
+    /// Why a component's imports cannot be satisfied, with the fix where one is known.
+    fn unprovided_imports(
+        &self,
+        component: &wasmtime::component::Component,
+        error: &wasmtime::Error,
+    ) -> String {
+        let http = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .find(|name| name.starts_with("wasi:http/"));
+        match http {
+            // componentize-js adds an HTTP fetch handler and wasi:http imports unless told
+            // not to.
+            Some(name) => format!(
+                "it imports {name}, and the sandbox provides no HTTP (nor any network):                  a JavaScript component must be built with componentize-js `-d http fetch-event`                  (as scripts/build-js does), which leaves its HTTP support out;                  in other languages, drop the HTTP dependency"
+            ),
+            None => format!("imports something the host does not provide: {error:#}"),
+        }
     }
 }
 
@@ -447,5 +473,43 @@ mod cache {
         if first {
             warn();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What componentize-js builds without `-d http fetch-event`: a component importing
+    /// wasi:http. It is refused with the flag to build it with.
+    #[test]
+    fn a_component_importing_wasi_http_is_told_how_to_build() {
+        let wasm = WasmEngine::new().unwrap().with_cache_dir(None);
+        let text = r#"
+            (component
+              (import "wasi:http/outgoing-handler@0.2.3" (instance
+                (export "handle" (func))))
+            )
+        "#;
+        let error = wasm.load_wat(text, "router.wasm").unwrap_err().to_string();
+        assert!(
+            error.starts_with("component router.wasm: it imports wasi:http/outgoing-handler@0.2.3"),
+            "{error}"
+        );
+        assert!(
+            error.contains("componentize-js `-d http fetch-event`"),
+            "{error}"
+        );
+
+        let other = r#"
+            (component
+              (import "acme:thing/api@1.0.0" (instance (export "f" (func))))
+            )
+        "#;
+        let error = wasm.load_wat(other, "other.wasm").unwrap_err().to_string();
+        assert!(
+            error.contains("imports something the host does not provide"),
+            "{error}"
+        );
     }
 }

@@ -167,6 +167,7 @@ impl WasmHandler {
         let (store, consumer) = self.instance.as_mut().expect("instantiated above");
         store.data_mut().publishes.clear();
         store.data_mut().publish_overflow = false;
+        store.data_mut().panic = None;
         store.data_mut().deadline = Instant::now() + self.settings.timeout;
         store.set_epoch_deadline(1);
         encode_batch(events, &mut self.buffer);
@@ -204,10 +205,18 @@ impl WasmHandler {
                 format!("the handler failed the batch: {}", truncate(&message, 2048)),
             )),
             Err(trap) => {
+                let panic = store.data_mut().panic.take();
                 // A trapped instance cannot be entered again: start afresh next batch.
                 self.instance = None;
                 let (kind, text) = describe_trap(&trap);
-                Err(failure(kind, format!("the component trapped: {text}")))
+                match panic {
+                    // The guest said why it is about to trap: that is the batch error, not
+                    // the wasm backtrace of its abort.
+                    Some(report) if kind == FailureKind::Trap => {
+                        Err(failure(FailureKind::Panic, report))
+                    }
+                    _ => Err(failure(kind, format!("the component trapped: {text}"))),
+                }
             }
         }
     }

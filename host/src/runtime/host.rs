@@ -27,7 +27,18 @@ pub(crate) struct HostState {
     pub(crate) publishes: Vec<NewEvent>,
     /// Publishes refused because the batch reached `max-publishes`.
     pub(crate) publish_overflow: bool,
+    /// The first error line starting with [`PANIC_PREFIX`] the guest logged during the call
+    /// in progress: the panic report of a guest about to trap.
+    pub(crate) panic: Option<String>,
 }
+
+/// How a guest's panic report begins: the Rust SDK (`beehive_guest::PANIC_PREFIX`) logs
+/// exactly one error line `panic: <message> (at <file>:<line>:<column>)` just before the
+/// component traps, and a trap after such a line is reported as that panic.
+pub(crate) const PANIC_PREFIX: &str = "panic: ";
+
+/// The longest panic report kept as a batch error (the log line itself is capped at 8 KiB).
+const MAX_PANIC_REPORT: usize = 2048;
 
 impl HostState {
     pub(crate) fn new(settings: Arc<GuestSettings>, label: Arc<str>) -> Self {
@@ -66,6 +77,7 @@ impl HostState {
             deadline: Instant::now(),
             publishes: Vec::new(),
             publish_overflow: false,
+            panic: None,
         }
     }
 }
@@ -132,6 +144,13 @@ impl logging::Host for HostState {
         } else {
             message.as_str()
         };
+        if matches!(level, logging::Level::Error)
+            && self.panic.is_none()
+            && message.starts_with(PANIC_PREFIX)
+        {
+            let end = message.floor_char_boundary(MAX_PANIC_REPORT);
+            self.panic = Some(message[..end].to_string());
+        }
         let label = &self.label;
         match level {
             logging::Level::Trace => {
@@ -150,5 +169,22 @@ impl logging::Host for HostState {
                 tracing::error!(target: "beehive::guest", consumer = %label, "{message}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The host recognises exactly the prefix the Rust SDK writes.
+    #[test]
+    fn the_panic_prefix_is_the_rust_sdks() {
+        let sdk = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/src/export.rs"),
+        )
+        .expect("the Rust SDK's source");
+        let expected = format!("pub const PANIC_PREFIX: &str = {:?};", super::PANIC_PREFIX);
+        assert!(
+            sdk.contains(&expected),
+            "guest-sdk/src/export.rs lacks {expected}"
+        );
     }
 }

@@ -90,7 +90,11 @@ async fn traps_deadlines_and_memory_caps_fail_the_batch_and_the_instance_recover
         .iter()
         .map(|(_, f)| field(f, "beehive.reason").unwrap())
         .collect();
-    assert!(reasons[0].contains("trapped"), "{}", reasons[0]);
+    assert!(
+        reasons[0].contains("panic: asked to panic (at "),
+        "{}",
+        reasons[0]
+    );
     assert!(reasons[1].contains("deadline exceeded"), "{}", reasons[1]);
     assert!(reasons[2].contains("memory"), "{}", reasons[2]);
     assert!(
