@@ -25,6 +25,8 @@ pub(super) struct BatchSummary {
     pub(super) oldest_entry_ms: Option<u64>,
     /// Entries found deleted while pending (dead-lettered by this batch's commit).
     pub(super) deleted: u64,
+    /// When the batch's entries were delivered to this consumer (at the latest).
+    pub(super) delivered_at: Instant,
 }
 
 /// A handled batch and the commit of its decision, not yet sent.
@@ -66,7 +68,17 @@ impl Run<'_> {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         let Decided { commit, summary } = decided;
-        let mut result: CommitFuture = if injected {
+        // Past min-idle another consumer may have reclaimed these entries (this host was
+        // paused, say, while its lock held): committing now could handle them twice. The
+        // batch is left pending instead; whoever owns its entries handles them.
+        let stale = self
+            .options()
+            .reclaim_idle
+            .is_some_and(|min_idle| summary.delivered_at.elapsed() >= min_idle);
+        let mut result: CommitFuture = if stale {
+            tracing::warn!(group = %self.group(), consumer = %self.name, "the batch took past min-idle to reach its commit (was the host paused?): not committing it; its entries are retried by whoever holds them now");
+            Box::pin(async { None })
+        } else if injected {
             tracing::warn!(group = %self.group(), consumer = %self.name, "injected fault: the commit is dropped; the batch stays pending");
             Box::pin(async { None })
         } else {

@@ -128,12 +128,14 @@ impl Run<'_> {
                 continue;
             }
             let take = self.queue.len().min(self.count);
+            // Delivered no earlier than the oldest queued entry.
+            let delivered_at = self.queued_at;
             let batch: Vec<Event> = self.queue.drain(..take).collect();
             // Redis runs the previous batch's commit and reads the next pages while this
             // batch is handled: the reads go out before the handler starts.
             self.read_ahead().await;
             self.record_answered()?;
-            let decided = self.handle(&mut handler, batch).await?;
+            let decided = self.handle(&mut handler, batch, delivered_at).await?;
             self.start_commit(decided).await;
             while self.inflight.len() > MAX_COMMITS_IN_FLIGHT {
                 self.settle_oldest().await?;
@@ -158,6 +160,7 @@ impl Run<'_> {
         &mut self,
         handler: &mut H,
         batch: Vec<Event>,
+        delivered_at: Instant,
     ) -> Result<Decided> {
         let started = Instant::now();
         let oldest_entry_ms = batch.iter().map(|e| e.id.ms).min();
@@ -219,6 +222,7 @@ impl Run<'_> {
                 started,
                 oldest_entry_ms,
                 deleted,
+                delivered_at,
             },
         })
     }
