@@ -408,3 +408,58 @@ fn drain_gives_up_when_redis_goes_away_midway() {
         process.log_text()
     );
 }
+
+/// What a new user gets from componentize-js without `-d http fetch-event`: a component
+/// importing wasi:http, refused with the flag to add.
+#[test]
+fn a_js_component_built_without_the_http_flags_is_told_how_to_build() {
+    beehive_tests::js_component(); // installs the pinned componentize-js under target/
+    let tool = std::env::var_os("COMPONENTIZE_JS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            beehive_tests::target_dir().join("js-tools/node_modules/.bin/componentize-js")
+        });
+    let dir = TempDir::new();
+    let root = beehive_tests::workspace_root();
+    for file in ["handler.js", "beehive.js"] {
+        std::fs::copy(
+            root.join("examples/js-router").join(file),
+            dir.path().join(file),
+        )
+        .unwrap();
+    }
+    let out = dir.path().join("router.wasm");
+    let built = std::process::Command::new(&tool)
+        .arg(dir.path().join("handler.js"))
+        .arg("--wit")
+        .arg(root.join("wit"))
+        .args(["-n", "consumer", "-o"])
+        .arg(&out)
+        .output()
+        .expect("run componentize-js");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let server = redis();
+    let cfg = dir.write(
+        "beehive.yaml",
+        &format!(
+            "default:\n  redis: {}:0\n  streams:\n    events: [handlers]\n\
+             consumers:\n  handlers:\n    component: router.wasm\n",
+            server.address()
+        ),
+    );
+    let (code, _, stderr) = run_beehive(&["validate", "-c", cfg.to_str().unwrap()], LONG);
+    assert_eq!(code, Some(2), "{stderr}");
+    let first = stderr.lines().next().unwrap_or("");
+    assert!(
+        first.contains("consumers.handlers.component:") && first.contains("imports wasi:http/"),
+        "{first}"
+    );
+    assert!(
+        first.contains("componentize-js `-d http fetch-event`"),
+        "{first}"
+    );
+}
