@@ -7,6 +7,7 @@
 //! ```
 
 mod consume;
+mod outputs;
 mod publish;
 mod report;
 mod rss;
@@ -48,6 +49,12 @@ struct Common {
     /// Batch sizes of the consume scenarios.
     #[arg(long, value_delimiter = ',', default_values_t = [10, 100, 1000])]
     batches: Vec<usize>,
+    /// Events/s of the paced output runs (latency under a steady rate; 0 skips them).
+    #[arg(long, default_value_t = 20_000)]
+    paced_rate: u32,
+    /// Seconds of publishing in each paced output run.
+    #[arg(long, default_value_t = 3.0)]
+    paced_seconds: f64,
 }
 
 impl Common {
@@ -65,7 +72,8 @@ enum Scenario {
     All(Common),
     /// Publishing scenarios P0–P3.
     Publish(Common),
-    /// Consuming scenarios C0–C7.
+    /// Consuming scenarios C0–C7, and C3 with one output per event to a stream of the same
+    /// pool (C3-out-same) and of another pool on a second redis-server (C3-out-cross).
     Consume(Common),
     /// Instantiation time and per-event cost of the WASM call.
     Wasm(Common),
@@ -145,20 +153,65 @@ async fn consuming(bench: &Bench, common: &Common) -> anyhow::Result<()> {
             None
         },
     };
+    // The output scenarios need a second redis-server (for the other pool).
+    let mut outputs = if bench.selected(outputs::SAME) || bench.selected(outputs::CROSS) {
+        let mut outputs = outputs::Outputs::start(bench, guests.rust.clone()).await?;
+        outputs.paced_rate = common.paced_rate;
+        outputs.paced_seconds = common.paced_seconds;
+        Some(outputs)
+    } else {
+        None
+    };
     let mut report = Report::default();
     for run in 0..common.runs {
         consume::run(bench, &guests, &mut report, run, common.events).await?;
+        if let Some(outputs) = &mut outputs {
+            for &batch in &bench.batches {
+                outputs
+                    .run(bench, &mut report, run, batch, common.events)
+                    .await?;
+            }
+            if common.paced_rate > 0 {
+                outputs.paced(bench, run, 100).await?;
+            }
+        }
     }
+    let is_output = |scenario: &str| scenario == outputs::SAME || scenario == outputs::CROSS;
     // Each row against C0 at the same batch size; C6 and C7 against C3 at batch 100.
     let rows = report.rows(|scenario, batch| match scenario {
         "C6" | "C7" => Some(("C3", Some(100))),
         _ => Some(("C0", batch)),
     });
-    report::print_table(
-        "Consuming (events/s, publish N then drain; C6 and C7 are compared to C3 at batch 100)",
-        "C0 same batch",
-        &rows,
-    );
+    let (output_rows, rows): (Vec<_>, Vec<_>) =
+        rows.into_iter().partition(|row| is_output(row.scenario));
+    if !rows.is_empty() {
+        report::print_table(
+            "Consuming (events/s, publish N then drain; C6 and C7 are compared to C3 at batch 100)",
+            "C0 same batch",
+            &rows,
+        );
+    }
+    if !output_rows.is_empty() {
+        // Same pool against C3 (the cost of one output per event); cross against same.
+        let rows: Vec<_> = report
+            .rows(|scenario, batch| match scenario {
+                outputs::SAME => Some(("C3", batch)),
+                outputs::CROSS => Some((outputs::SAME, batch)),
+                _ => None,
+            })
+            .into_iter()
+            .filter(|row| is_output(row.scenario))
+            .collect();
+        report::print_table(
+            "Outputs (events/s until the input is drained and every output is in its target; \
+             Redis CPU of both servers)",
+            "C3-out-same to C3, C3-out-cross to C3-out-same, same batch",
+            &rows,
+        );
+    }
+    if let Some(outputs) = &outputs {
+        outputs.print_latencies();
+    }
     Ok(())
 }
 

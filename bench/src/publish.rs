@@ -9,7 +9,7 @@ use crate::report::{Report, Sample};
 use crate::setup::{Bench, PUBLISH_STREAM, body, meta, rate};
 
 fn event() -> NewEvent {
-    let meta = meta(false)
+    let meta = meta("0")
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
@@ -39,7 +39,7 @@ async fn p0(bench: &Bench, n: usize) -> anyhow::Result<f64> {
     ])
     .args(["-n", &n.to_string(), "--csv"])
     .args(["XADD", PUBLISH_STREAM, "*", "s", &body]);
-    for (k, v) in meta(false) {
+    for (k, v) in meta("0") {
         cmd.args([k, v]);
     }
     let out = cmd

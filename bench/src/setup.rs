@@ -24,9 +24,10 @@ pub fn body() -> Vec<u8> {
     vec![b'x'; 100]
 }
 
-/// The two meta pairs; `p=1` asks the bench guest to publish a receipt.
-pub fn meta(publish: bool) -> [(&'static str, &'static str); 2] {
-    [("source", "bench"), ("p", if publish { "1" } else { "0" })]
+/// The two meta pairs; `p` tells the bench guest what to publish (`0` nothing, `1` a
+/// receipt, else the name of the stream it publishes the event to).
+pub fn meta(p: &str) -> [(&'static str, &str); 2] {
+    [("source", "bench"), ("p", p)]
 }
 
 /// The shared state of a benchmark process.
@@ -97,6 +98,23 @@ impl Bench {
     /// Empties the bench streams, recreates the group at 0 and publishes `n` events with
     /// pipelines of 1000 (every `every`-th asks for a receipt when `every` > 0).
     pub async fn fill(&self, n: usize, every: usize) -> anyhow::Result<()> {
+        self.fill_tagged(n, |i| {
+            if every > 0 && i % every == 0 {
+                "1"
+            } else {
+                "0"
+            }
+        })
+        .await
+    }
+
+    /// [`fill`](Self::fill) with meta `p` of the `i`-th event given by `p(i)` (see the bench
+    /// guest: `0` nothing, `1` a receipt, else the stream it publishes the event to).
+    pub async fn fill_tagged(
+        &self,
+        n: usize,
+        p: impl Fn(usize) -> &'static str,
+    ) -> anyhow::Result<()> {
         let mut con = self.connection().await?;
         redis::cmd("DEL")
             .arg(STREAM)
@@ -116,10 +134,9 @@ impl Bench {
         while sent < n {
             let mut pipe = redis::pipe();
             for i in sent..(sent + 1000).min(n) {
-                let publish = every > 0 && i % every == 0;
                 let mut cmd = redis::cmd("XADD");
                 cmd.arg(STREAM).arg("*").arg("s").arg(&body);
-                for (k, v) in meta(publish) {
+                for (k, v) in meta(p(i)) {
                     cmd.arg(k).arg(v);
                 }
                 pipe.add_command(cmd).ignore();
@@ -132,17 +149,7 @@ impl Bench {
 
     /// CPU seconds the redis-server has used so far (user + system, from `INFO cpu`).
     pub async fn redis_cpu(&self) -> anyhow::Result<f64> {
-        let mut con = self.connection().await?;
-        let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut con).await?;
-        Ok(info
-            .lines()
-            .filter_map(|line| {
-                let (key, value) = line.trim().split_once(':')?;
-                matches!(key, "used_cpu_user" | "used_cpu_sys")
-                    .then(|| value.parse::<f64>().ok())
-                    .flatten()
-            })
-            .sum())
+        redis_cpu(&mut self.connection().await?).await
     }
 
     /// Checks a consume scenario left nothing pending (every entry it read was acknowledged).
@@ -163,6 +170,20 @@ impl Bench {
         );
         Ok(())
     }
+}
+
+/// CPU seconds the redis-server behind `con` has used so far (user + system, `INFO cpu`).
+pub async fn redis_cpu(con: &mut MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(con).await?;
+    Ok(info
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.trim().split_once(':')?;
+            matches!(key, "used_cpu_user" | "used_cpu_sys")
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum())
 }
 
 /// Events per second for `n` events in `elapsed`.

@@ -12,7 +12,7 @@ use crate::setup::{STREAM, body, meta};
 fn events(n: usize) -> Vec<Event> {
     (0..n)
         .map(|i| {
-            let meta = meta(false)
+            let meta = meta("0")
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
