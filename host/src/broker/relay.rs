@@ -320,10 +320,9 @@ impl Relay {
         };
         settled.retain(kept);
         refused.retain(|(o, _)| kept(&o.id));
-        outbox::remove(source, &self.outbox, &settled)
-            .await
-            .pool(&self.pool)?;
         let mut moved = settled.len();
+        // Refused outputs first: each leaves the outbox with its move to the dead-letter
+        // stream, atomically.
         for (output, reason) in refused {
             tracing::warn!(group = %self.group, target = ?output.target, %reason, "relay target refused an output; dead-lettering it");
             let reason = format!("relay refused: {reason}");
@@ -346,6 +345,16 @@ impl Relay {
                 .await
                 .pool(&self.pool)?;
             moved += 1;
+        }
+        // Everything before `stop_at` is settled now: trim that head of the outbox in one
+        // command (entries behind a failed one stay, so order per target holds).
+        if stop_at > 0 {
+            let below = page
+                .get(stop_at)
+                .map_or_else(|| page[stop_at - 1].id.successor(), |o| o.id);
+            outbox::trim_below(source, &self.outbox, below)
+                .await
+                .pool(&self.pool)?;
         }
         if let Some(delivered) = &self.delivered {
             for (target, n) in &written {

@@ -31,37 +31,57 @@ pub const MARK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 static DELIVER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local function above(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  if not bm then return true end
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  return am > bm or (am == bm and as > bs)
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
 end
 local field, ttl = ARGV[1], ARGV[2]
 local out = {}
+-- Per target stream: its marks key, and whether this page has passed its mark (outbox IDs
+-- only grow, so once one output is above the mark, every later one is).
+local marks, passed, last = {}, {}, {}
 local i, k = 3, 1
 while i <= #ARGV do
   local id, n = ARGV[i], tonumber(ARGV[i + 1])
-  local stream, marks = KEYS[k], KEYS[k + 1]
-  local mark = redis.call('HGET', marks, field)
-  if mark and not above(id, mark) then
+  local stream = KEYS[k]
+  if marks[stream] == nil then
+    marks[stream] = KEYS[k + 1]
+    local mark = redis.call('HGET', KEYS[k + 1], field)
+    passed[stream] = not mark
+    if mark then
+      local mm, ms = parse(mark)
+      local im, is = parse(id)
+      passed[stream] = im > mm or (im == mm and is > ms)
+      if not passed[stream] then passed[stream] = mark end
+    end
+  end
+  local p = passed[stream]
+  if p ~= true then
+    -- p is the mark: skip outputs at or below it.
+    local mm, ms = parse(p)
+    local im, is = parse(id)
+    if im > mm or (im == mm and is > ms) then passed[stream] = true; p = true end
+  end
+  if p ~= true then
     out[#out + 1] = 'skip'
   else
     local r = redis.pcall('XADD', stream, '*', unpack(ARGV, i + 2, i + 1 + n))
     if type(r) == 'table' and r.err then
       if string.sub(r.err, 1, 3) == 'OOM' then
         out[#out + 1] = 'RETRY ' .. r.err
-        return out
+        break
       end
       out[#out + 1] = 'ERR ' .. r.err
     else
-      redis.call('HSET', marks, field, id)
-      redis.call('PEXPIRE', marks, ttl)
+      last[stream] = id
       out[#out + 1] = r
     end
   end
   i, k = i + 2 + n, k + 2
+end
+for stream, id in pairs(last) do
+  redis.call('HSET', marks[stream], field, id)
+  redis.call('PEXPIRE', marks[stream], ttl)
 end
 return out
 "#,
@@ -187,21 +207,16 @@ pub(crate) async fn deliver<C: ConnectionLike>(
     Ok(out)
 }
 
-/// Deletes delivered entries from `outbox` (`XDEL`).
-pub(crate) async fn remove<C: ConnectionLike>(
+/// Deletes the outbox's entries below `below` (`XTRIM MINID`): the settled head of the
+/// outbox, in one cheap command.
+pub(crate) async fn trim_below<C: ConnectionLike>(
     con: &mut C,
     outbox: &str,
-    ids: &[EntryId],
+    below: EntryId,
 ) -> RedisResult<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let mut cmd = redis::cmd("XDEL");
-    cmd.arg(outbox);
-    for id in ids {
-        cmd.arg(id.to_string());
-    }
-    let _: i64 = cmd.query_async(con).await?;
+    let _: i64 = commands::xtrim_minid(outbox, below)
+        .query_async(con)
+        .await?;
     Ok(())
 }
 
