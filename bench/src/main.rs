@@ -7,12 +7,14 @@
 //! ```
 
 mod consume;
+mod fleet;
 mod outputs;
 mod publish;
 mod report;
 mod rss;
 mod setup;
 mod swap;
+mod tooling;
 mod wasm;
 
 use std::path::PathBuf;
@@ -79,6 +81,40 @@ enum Scenario {
     Wasm(Common),
     /// RSS of `beehive run` with 10 component groups.
     Rss(Common),
+    /// A fleet of real `beehive run` processes: 1 host x 4 consumers against 2 hosts x 2,
+    /// and the longest waits around a join and a kill -9.
+    Fleet {
+        /// The release `beehive` binary (cargo build --release -p beehive).
+        #[arg(long, default_value = "target/release/beehive")]
+        beehive: PathBuf,
+        /// The echo component (scripts/build-examples).
+        #[arg(
+            long,
+            default_value = "target/wasm32-wasip2/release/beehive_example_echo.wasm"
+        )]
+        echo: PathBuf,
+        /// Events of each throughput measurement.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Events per second during the join and the kill.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+    },
+    /// `beehive test` on recorded events against `beehive run --drain` through Redis.
+    Tooling {
+        /// The release `beehive` binary (cargo build --release -p beehive).
+        #[arg(long, default_value = "target/release/beehive")]
+        beehive: PathBuf,
+        /// The Rust router component (scripts/build-examples).
+        #[arg(
+            long,
+            default_value = "target/wasm32-wasip2/release/beehive_example_router.wasm"
+        )]
+        router: PathBuf,
+        /// Recorded events.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
     /// The longest pause in handling around a hot swap, against the longest gap between
     /// batches with no swap, under a steady stream of events.
     Swap {
@@ -258,5 +294,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rate,
             swaps,
         } => swap::run(&components, rate, swaps).await,
+        Scenario::Fleet {
+            beehive,
+            echo,
+            events,
+            rate,
+        } => {
+            let figures = fleet::run(&beehive, &echo, events, rate).await?;
+            fleet::print(&figures);
+            Ok(())
+        }
+        Scenario::Tooling {
+            beehive,
+            router,
+            events,
+        } => {
+            let figures = tooling::run_tooling(&beehive, &router, events).await?;
+            tooling::print(&figures);
+            Ok(())
+        }
     }
 }
