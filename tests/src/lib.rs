@@ -58,7 +58,12 @@ pub async fn engine(server: &RedisServer, streams: &[(&str, &[&str])]) -> Engine
 
 /// A plain connection to `server`, for checking what Redis holds.
 pub async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(server.url())
+    raw_db(server, 0).await
+}
+
+/// A plain connection to database `db` of `server`.
+pub async fn raw_db(server: &RedisServer, db: u8) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{}/{db}", server.address()))
         .expect("client")
         .get_multiplexed_async_connection()
         .await
@@ -337,11 +342,20 @@ pub fn drain(config: &Path) -> String {
 
 /// Every entry of a stream as `(id, fields)`, fields decoded lossily as text (the body too).
 pub async fn entries(server: &RedisServer, stream: &str) -> Vec<(String, Vec<(String, String)>)> {
+    entries_db(server, 0, stream).await
+}
+
+/// [`entries`] of `stream` in database `db`.
+pub async fn entries_db(
+    server: &RedisServer,
+    db: u8,
+    stream: &str,
+) -> Vec<(String, Vec<(String, String)>)> {
     let raw_entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
         .arg("+")
-        .query_async(&mut raw(server).await)
+        .query_async(&mut raw_db(server, db).await)
         .await
         .expect("XRANGE");
     raw_entries
@@ -585,4 +599,40 @@ pub fn run_beehive(args: &[&str], timeout: Duration) -> (Option<i32>, String, St
         out.join().unwrap_or_default(),
         err.join().unwrap_or_default(),
     )
+}
+
+/// A free local TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /metrics` over plain TCP; the body (empty when the host does not answer yet).
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    if socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = socket.read_to_string(&mut response);
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the sample `name{labels}` in a scrape, `None` when absent.
+pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels))
+        .and_then(|v| v.trim().parse().ok())
 }

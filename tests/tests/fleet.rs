@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use beehive_tests::{
-    Beehive, RedisServer, TempDir, beehive_bin, component, engine, entries, field, pending, raw,
-    xlen,
+    Beehive, RedisServer, TempDir, beehive_bin, component, engine, entries, field, free_port,
+    pending, raw, sample, scrape, xlen,
 };
 
 const GROUP: &str = "handlers";
@@ -29,42 +29,6 @@ fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
-}
-
-/// A free local TCP port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET /metrics` over plain TCP; the body (empty when the host does not answer yet).
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    if socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return String::new();
-    }
-    let mut response = String::new();
-    let _ = socket.read_to_string(&mut response);
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
-/// The value of the sample `name{labels}` in a scrape, if present.
-fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// One `beehive run` host with its own config file (they differ only in the metrics port).

@@ -3,7 +3,8 @@
 use std::process::{Command, Output};
 
 use beehive_tests::{
-    TempDir, beehive_bin, component, drain, engine, entries, field, pending, raw, redis, xlen,
+    TempDir, beehive_bin, component, drain, engine, entries, field, pending, raw, redis, sample,
+    scrape, xlen,
 };
 use serde::Serialize;
 
@@ -286,31 +287,6 @@ async fn status_json_reports_oldest_pending_age_and_dead_letter_lengths() {
     assert!(table.contains("DEAD-LETTER"), "{table}");
 }
 
-/// `GET /metrics` over plain TCP; the body.
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    let _ = socket.read_to_string(&mut response);
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
-/// The value of the sample `name{labels}` in a scrape, 0 when absent.
-fn sample(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn metrics_count_what_handlers_decided() {
     let server = redis();
@@ -353,35 +329,35 @@ async fn metrics_count_what_handlers_decided() {
         std::time::Duration::from_secs(30),
         || async {
             let text = scrape(port);
-            sample(&text, &format!("beehive_events_dead_lettered_total{g}")) == 5.0
-                && sample(&text, &format!("beehive_events_acked_total{g}")) == 10.0
+            sample(&text, &format!("beehive_events_dead_lettered_total{g}")) == Some(5.0)
+                && sample(&text, &format!("beehive_events_acked_total{g}")) == Some(10.0)
         },
     )
     .await;
     let text = scrape(port);
     assert_eq!(
         sample(&text, &format!("beehive_events_acked_total{g}")),
-        10.0,
+        Some(10.0),
         "{text}"
     );
     assert_eq!(
         sample(&text, &format!("beehive_events_retried_total{g}")),
-        3.0,
+        Some(3.0),
         "first deliveries of the retried events\n{text}"
     );
     assert_eq!(
         sample(&text, &format!("beehive_events_dead_lettered_total{g}")),
-        5.0,
+        Some(5.0),
         "3 gave up + 2 refused publishes\n{text}"
     );
     assert_eq!(
         sample(&text, &format!("beehive_events_handled_total{g}")),
-        18.0,
+        Some(18.0),
         "15 first deliveries + 3 redeliveries\n{text}"
     );
     assert_eq!(
         sample(&text, &format!("beehive_publishes_refused_total{g}")),
-        2.0,
+        Some(2.0),
         "{text}"
     );
     assert_eq!(
@@ -389,14 +365,14 @@ async fn metrics_count_what_handlers_decided() {
             &text,
             "beehive_publishes_total{group=\"handlers\",stream=\"receipts\"}"
         ),
-        10.0,
+        Some(10.0),
         "{text}"
     );
     assert!(text.contains("beehive_batch_seconds_bucket"), "{text}");
     assert!(text.contains("beehive_event_delay_seconds_count"), "{text}");
     assert_eq!(
         sample(&text, &format!("beehive_locks_held{g}")),
-        1.0,
+        Some(1.0),
         "{text}"
     );
     beehive_tests::eventually(
@@ -408,8 +384,8 @@ async fn metrics_count_what_handlers_decided() {
             sample(
                 &text,
                 "beehive_pending{group=\"handlers\",stream=\"events\"}",
-            ) == 0.0
-                && sample(&text, "beehive_stream_length{stream=\"events\"}") == length as f64
+            ) == Some(0.0)
+                && sample(&text, "beehive_stream_length{stream=\"events\"}") == Some(length as f64)
         },
     )
     .await;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use beehive::Event;
 use beehive_tests::{
     Beehive, RedisServer, TempDir, beehive_bin, component, drain, engine, eventually, field,
-    pending, raw, redis,
+    free_port, pending, raw, redis, sample, scrape,
 };
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
@@ -67,49 +67,9 @@ second:
     )
 }
 
-/// A plain connection to `db` of `server`.
-async fn con_db(server: &RedisServer, db: u8) -> MultiplexedConnection {
-    redis::Client::open(format!("redis://{}/{db}", server.address()))
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to the private redis-server")
-}
-
-/// Every entry of `stream` in `db` as `(id, fields)`, values decoded lossily.
-async fn entries_db(
-    server: &RedisServer,
-    db: u8,
-    stream: &str,
-) -> Vec<(String, Vec<(String, String)>)> {
-    let raw_entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut con_db(server, db).await)
-        .await
-        .expect("XRANGE");
-    raw_entries
-        .into_iter()
-        .map(|(id, flat)| {
-            let fields = flat
-                .chunks(2)
-                .map(|kv| {
-                    (
-                        String::from_utf8_lossy(&kv[0]).into_owned(),
-                        String::from_utf8_lossy(kv.get(1).map(Vec::as_slice).unwrap_or(b""))
-                            .into_owned(),
-                    )
-                })
-                .collect();
-            (id, fields)
-        })
-        .collect()
-}
-
 /// The `echo-of` of every entry of `stream` in `db`, in stream order (duplicates kept).
 async fn echoes(server: &RedisServer, db: u8, stream: &str) -> Vec<String> {
-    entries_db(server, db, stream)
+    beehive_tests::entries_db(server, db, stream)
         .await
         .iter()
         .map(|(id, f)| {
@@ -124,7 +84,7 @@ async fn echoes(server: &RedisServer, db: u8, stream: &str) -> Vec<String> {
 async fn xlen_db(server: &RedisServer, db: u8, stream: &str) -> u64 {
     redis::cmd("XLEN")
         .arg(stream)
-        .query_async(&mut con_db(server, db).await)
+        .query_async(&mut beehive_tests::raw_db(server, db).await)
         .await
         .expect("XLEN")
 }
@@ -133,7 +93,7 @@ async fn xlen_db(server: &RedisServer, db: u8, stream: &str) -> u64 {
 async fn keys_db(server: &RedisServer, db: u8) -> Vec<String> {
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
-        .query_async(&mut con_db(server, db).await)
+        .query_async(&mut beehive_tests::raw_db(server, db).await)
         .await
         .expect("KEYS");
     keys.sort();
@@ -212,42 +172,6 @@ fn warnings(host: &Beehive) -> String {
         .join("\n")
 }
 
-/// A free local TCP port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET /metrics` over plain TCP; the body (empty when the host does not answer yet).
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    if socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return String::new();
-    }
-    let mut response = String::new();
-    let _ = socket.read_to_string(&mut response);
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
-/// The value of the sample `name{labels}` in a scrape, `None` when absent.
-fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// `beehive <args> -c <config>`: (exit code, stdout, stderr).
 fn beehive(args: &[&str], config: &std::path::Path) -> (Option<i32>, String, String) {
     let out = Command::new(beehive_bin())
@@ -324,7 +248,7 @@ async fn the_readme_two_pool_config_writes_each_output_once_to_its_own_pool_and_
 
     let log = drain(&cfg);
 
-    let landed = entries_db(&second, SECOND_DB, "stream-c").await;
+    let landed = beehive_tests::entries_db(&second, SECOND_DB, "stream-c").await;
     let mut echoed = BTreeSet::new();
     for (id, f) in &landed {
         let key = (
@@ -438,7 +362,7 @@ async fn kill_9_and_killed_connections_neither_lose_nor_duplicate_a_relayed_outp
         }
     }
     let mut source = raw(&first).await;
-    let mut target = con_db(&second, SECOND_DB).await;
+    let mut target = beehive_tests::raw_db(&second, SECOND_DB).await;
     let mut sources: Vec<String> = Vec::with_capacity(EVENTS);
     let (mut kills, mut killed_connections) = (0, 0);
     let mut tick = tokio::time::interval(TICK);
@@ -793,7 +717,7 @@ async fn outputs_to_a_target_key_of_the_wrong_type_are_dead_lettered_and_the_res
     let _: () = redis::cmd("SET")
         .arg("stream-c")
         .arg("x")
-        .query_async(&mut con_db(&second, SECOND_DB).await)
+        .query_async(&mut beehive_tests::raw_db(&second, SECOND_DB).await)
         .await
         .unwrap();
     // Interleaved: refused and healthy outputs share the outbox's pages.
@@ -812,7 +736,7 @@ async fn outputs_to_a_target_key_of_the_wrong_type_are_dead_lettered_and_the_res
         to_d,
         "the healthy target got each of its outputs once, in order:\n{log}"
     );
-    let dead = entries_db(&first, 0, DEAD_LETTER).await;
+    let dead = beehive_tests::entries_db(&first, 0, DEAD_LETTER).await;
     let mut refused = Vec::new();
     for (id, f) in &dead {
         let reason = field(f, "beehive.reason").unwrap_or_default();
@@ -832,7 +756,7 @@ async fn outputs_to_a_target_key_of_the_wrong_type_are_dead_lettered_and_the_res
     assert_eq!(pending(&first, "stream-a", GROUP).await, 0);
     let kept: String = redis::cmd("GET")
         .arg("stream-c")
-        .query_async(&mut con_db(&second, SECOND_DB).await)
+        .query_async(&mut beehive_tests::raw_db(&second, SECOND_DB).await)
         .await
         .unwrap();
     assert_eq!(kept, "x", "the key of the wrong type is left alone");
