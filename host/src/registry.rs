@@ -272,6 +272,14 @@ impl ValidatedRegistry {
         }
     }
 
+    /// True when `stream` is written in another commit domain than the writer's, whose
+    /// streams live in `pool` (then outputs to it go through an outbox). Unregistered
+    /// streams are written in the writer's own domain. Allocation-free: it is asked per
+    /// output of every batch.
+    pub fn crosses_domain(&self, stream: &str, pool: &str) -> bool {
+        self.stream(stream).is_some_and(|def| def.pool != pool)
+    }
+
     /// The commit domains whose streams `group` reads (one per pool: a group's streams
     /// share a pool).
     pub fn group_domains(&self, group: &str) -> Vec<Domain> {

@@ -14,7 +14,6 @@ use crate::event::{BODY_FIELD, Event};
 use crate::keys::dead_letter_fields::{ADDED, GROUP, ORIGIN_STREAM, REASON, REDRIVES};
 use crate::keys::{self, OUTBOX_TARGET};
 use crate::redis::commands;
-use crate::registry::Domain;
 
 /// Which dead-lettered entries to redrive.
 #[derive(Debug, Clone, Default)]
@@ -85,9 +84,6 @@ pub async fn redrive(
 ) -> Result<Vec<Redriven>> {
     let broker = engine.event_broker();
     let pool_handle = engine.pool(pool)?;
-    let own = Domain {
-        pool: pool.to_string(),
-    };
     let outbox = keys::redrive_outbox(dead_letter_stream);
     let relay = Relay::for_redrive(engine, pool, dead_letter_stream);
     let mut relayed = 0;
@@ -134,7 +130,7 @@ pub async fn redrive(
                 fields.push((REDRIVES.as_bytes(), redrives.as_bytes()));
                 // A target in another commit domain is reached through the outbox, in the
                 // same atomic step; the relay then writes it there exactly once.
-                let remote = engine.registry().stream_domain(&target, &own) != own;
+                let remote = engine.registry().crosses_domain(&target, pool);
                 let destination = if remote {
                     fields.insert(0, (OUTBOX_TARGET.as_bytes(), target.as_bytes()));
                     relayed += 1;

@@ -62,10 +62,9 @@ impl Relay {
             .registry()
             .group(group)
             .ok_or_else(|| Error::UnregisteredGroup(group.to_string()))?;
-        let local = engine
+        let local = !engine
             .registry()
-            .stream(dead_letter_stream)
-            .is_none_or(|s| s.pool == def.pool);
+            .crosses_domain(dead_letter_stream, &def.pool);
         Ok(Relay {
             engine: engine.clone(),
             group: group.to_string(),

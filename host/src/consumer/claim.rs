@@ -86,8 +86,7 @@ impl Consumer {
         let remote = self
             .engine
             .registry()
-            .stream(dead_letter)
-            .is_some_and(|s| s.pool != self.group.pool);
+            .crosses_domain(dead_letter, &self.group.pool);
         let stream: Arc<str> = Arc::from(stream);
         let mut commit = CommitBatch::default();
         for id in ids {

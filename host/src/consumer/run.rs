@@ -167,7 +167,7 @@ impl Run<'_> {
         let options = &self.consumer.options;
         let registry = self.consumer.engine.registry();
         let own_pool = self.consumer.group.pool.as_str();
-        let is_remote = |stream: &str| registry.stream(stream).is_some_and(|s| s.pool != own_pool);
+        let is_remote = |stream: &str| registry.crosses_domain(stream, own_pool);
         let outbox = keys::outbox(&self.consumer.group.name);
         let rules = Rules {
             outbox: &outbox,
