@@ -7,10 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
-
 use crate::error::{Error, Result};
-use crate::redis::pool::Pool;
+use crate::redis::pool::{Connection, Pool};
 use crate::registry::ValidatedRegistry;
 
 /// Owns the connections to every pool; cheap to clone (an `Arc` inside).
@@ -36,8 +34,11 @@ impl Engine {
         let pools = registry
             .pools()
             .map(|def| {
-                let pool = Pool::new(&def.name, def.address.connection_info().clone())
-                    .expect("a validated address always opens a client");
+                let pool = match &def.cluster {
+                    None => Pool::new(&def.name, def.address.connection_info().clone()),
+                    Some(seeds) => Pool::new_cluster(&def.name, seeds),
+                }
+                .expect("a validated address always opens a client");
                 (def.name.clone(), pool)
             })
             .collect();
@@ -69,18 +70,40 @@ impl Engine {
     }
 
     /// Checks that the pool called `pool` answers: a new connection (at most 2 s to
-    /// connect) and a `PING` answered within `timeout`. Nothing is retried.
+    /// connect) and a `PING` answered within `timeout`; for a cluster pool, that its seeds
+    /// are cluster nodes and the cluster's state is `ok`. Nothing is retried.
     pub async fn ping(&self, pool: &str, timeout: std::time::Duration) -> Result<()> {
         use crate::error::PoolContext;
+        let def_pool = pool;
         let pool = self.pool(pool)?;
-        let mut con = pool.dedicated(timeout).await?;
+        let mut con = match pool.dedicated(timeout).await {
+            Err(Error::Redis { source, .. })
+                if pool.is_cluster() && crate::redis::commands::is_cluster_disabled(&source) =>
+            {
+                return Err(Error::Validation(format!(
+                    "redis pool {def_pool}: the seed nodes are not in cluster mode (cluster support disabled): use redis: for a standalone server, or start the nodes with --cluster-enabled yes"
+                )));
+            }
+            other => other?,
+        };
         crate::redis::commands::ping(&mut con)
             .await
-            .pool(&pool.name)
+            .pool(&pool.name)?;
+        if pool.is_cluster() {
+            let state = crate::redis::commands::cluster_state(&mut con)
+                .await
+                .pool(&pool.name)?;
+            if state != "ok" {
+                return Err(Error::Validation(format!(
+                    "redis pool {def_pool}: the cluster's state is {state}, not ok (CLUSTER INFO): are all slots covered?"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A connection to the pool called `pool`, for commands of your own.
-    pub async fn connection(&self, pool: &str) -> Result<ConnectionManager> {
+    pub async fn connection(&self, pool: &str) -> Result<Connection> {
         self.pool(pool)?.connection().await
     }
 }

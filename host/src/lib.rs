@@ -78,6 +78,7 @@ mod fuzz_tests;
 #[cfg(test)]
 mod layers_test;
 
+pub use crate::redis::pool::Connection;
 pub use broker::EventBroker;
 pub use broker::flusher::Flusher;
 pub use broker::gc::GcReport;
@@ -87,6 +88,7 @@ pub use consumer::{BatchHandler, Consumer, ConsumerOptions, Decision, Outcome};
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use event::{EntryId, Event, NewEvent};
+pub use ops::redis_cluster;
 pub use ops::redis_server;
 pub use registry::{Registry, ValidatedRegistry};
 pub use tokio_util::sync::CancellationToken;

@@ -1,11 +1,12 @@
-//! The flusher: buffers events and sends them in one transaction per pool.
+//! The flusher: buffers events and sends them in one transaction per pool (per hash slot
+//! on a cluster pool).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::redis::pool::Connection;
 use futures::future::{MaybeDone, maybe_done};
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use crate::engine::Engine;
@@ -49,7 +50,7 @@ pub struct Flusher {
     /// Per pool, the connection [`start_flush`](Flusher::start_flush) sends on: one socket,
     /// never reconnected, so transactions in flight reach Redis in the order sent or fail.
     /// Dropped when a transaction on it fails; the next one opens a new connection.
-    ordered: BTreeMap<String, MultiplexedConnection>,
+    ordered: BTreeMap<String, Connection>,
     /// IDs (with publish positions) of written events not yet returned to the caller:
     /// a call that returns an error leaves them for the next successful call.
     written: Vec<(usize, String)>,
@@ -127,21 +128,18 @@ impl Flusher {
         self.settle(self.in_flight.len()).await?;
         // Every pool's transaction at once: a flush takes as long as the slowest pool.
         let engine = &self.engine;
-        let sends = self.buffer.iter().map(|(pool_name, events)| async move {
+        let parts = transactions(engine, std::mem::take(&mut self.buffer));
+        let sends = parts.into_iter().map(|(pool_name, events)| async move {
             let result = async {
-                let mut con = engine.pool(pool_name)?.connection().await?;
-                send(&mut con, pool_name, &transaction(events), events.len()).await
+                let mut con = engine.pool(&pool_name)?.connection().await?;
+                send(&mut con, &pool_name, &transaction(&events), events.len()).await
             }
             .await;
-            (pool_name.clone(), result)
+            (pool_name, events, result)
         });
         let results = futures::future::join_all(sends).await;
         let mut first_error = None;
-        for (pool_name, result) in results {
-            let events = match result {
-                Ok(_) => self.buffer.remove(&pool_name).unwrap_or_default(),
-                Err(_) => Vec::new(),
-            };
+        for (pool_name, events, result) in results {
             if let Err(e) = self.absorb(pool_name, events, result) {
                 first_error.get_or_insert(e);
             }
@@ -196,7 +194,7 @@ impl Flusher {
             let _ = self.settle(self.in_flight.len()).await;
             return Err(e);
         }
-        for (pool, events) in std::mem::take(&mut self.buffer) {
+        for (pool, events) in transactions(&self.engine, std::mem::take(&mut self.buffer)) {
             let mut con = self.ordered[&pool].clone();
             let (name, pipe, expected) = (pool.clone(), transaction(&events), events.len());
             let mut reply: Reply = maybe_done(Box::pin(async move {
@@ -316,6 +314,30 @@ impl Flusher {
 }
 
 /// `MULTI`, an `XADD` per event, `EXEC`.
+/// The transactions of a flush: one per pool, or on a cluster pool one per hash slot (a
+/// transaction cannot span slots); each keeps publish order, so order per stream holds.
+fn transactions(
+    engine: &Engine,
+    buffer: BTreeMap<String, PoolEvents>,
+) -> Vec<(String, PoolEvents)> {
+    let mut parts = Vec::with_capacity(buffer.len());
+    for (pool, events) in buffer {
+        if !engine.registry().is_cluster(&pool) {
+            parts.push((pool, events));
+            continue;
+        }
+        let mut by_slot: BTreeMap<u16, PoolEvents> = BTreeMap::new();
+        for (pos, event) in events {
+            by_slot
+                .entry(crate::keys::slot(&event.stream))
+                .or_default()
+                .push((pos, event));
+        }
+        parts.extend(by_slot.into_values().map(|events| (pool.clone(), events)));
+    }
+    parts
+}
+
 fn transaction(events: &[(usize, NewEvent)]) -> redis::Pipeline {
     let mut pipe = redis::Pipeline::with_capacity(events.len());
     // Redis does not roll a transaction back when one command fails: each XADD's own

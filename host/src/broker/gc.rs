@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis::pool::Connection;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +67,30 @@ pub(crate) async fn run_pass(engine: &Engine) -> Result<GcReport> {
         if streams.is_empty() {
             continue;
         }
+        if pool.is_cluster() {
+            // A cluster has no pool-wide transaction: one lock per stream, in its slot.
+            for stream in streams {
+                let key = keys::gc_lock_of_stream(&stream.name);
+                let Some(lock) = Lock::acquire(con.clone(), &pool.name, &key, GC_LOCK_TTL).await?
+                else {
+                    report.streams.push(GcStream {
+                        stream: stream.name.clone(),
+                        pool: pool.name.clone(),
+                        deleted: 0,
+                        kept_because: Some(
+                            "another host runs garbage collection on this stream".into(),
+                        ),
+                    });
+                    continue;
+                };
+                let result = collect_stream(&mut con, stream).await.pool(&pool.name);
+                if let Err(e) = lock.release().await {
+                    tracing::warn!(error = %e, "cannot release GC lock; it expires by itself");
+                }
+                report.streams.push(result?);
+            }
+            continue;
+        }
         let Some(lock) = Lock::acquire(con.clone(), &pool.name, keys::GC_LOCK, GC_LOCK_TTL).await?
         else {
             for stream in streams {
@@ -97,10 +121,7 @@ pub(crate) async fn run_pass(engine: &Engine) -> Result<GcReport> {
     Ok(report)
 }
 
-async fn collect_stream(
-    con: &mut ConnectionManager,
-    stream: &StreamDef,
-) -> redis::RedisResult<GcStream> {
+async fn collect_stream(con: &mut Connection, stream: &StreamDef) -> redis::RedisResult<GcStream> {
     let mut line = GcStream {
         stream: stream.name.clone(),
         pool: stream.pool.clone(),

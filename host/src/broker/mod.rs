@@ -14,7 +14,6 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::error::{Error, PoolContext, Result};
 use crate::event::{EntryId, Event, NewEvent, encode_body, owned_meta};
-use crate::keys;
 use flusher::Flusher;
 use stats::StreamStatistics;
 
@@ -144,7 +143,8 @@ impl EventBroker {
     /// Per registered stream: its length and, per group, pending, lag, last-delivered ID,
     /// oldest pending age and per-consumer pending.
     pub async fn statistics(&self) -> Result<Vec<StreamStatistics>> {
-        stats::collect(&self.engine, &keys::dead_letter_stream).await
+        let registry = self.engine.registry();
+        stats::collect(&self.engine, &|g| registry.default_dead_letter_stream(g)).await
     }
 
     /// Like [`statistics`](Self::statistics), with the dead-letter stream of each group
@@ -160,7 +160,7 @@ impl EventBroker {
 /// Reads a stream as it grows, without joining a consumer group (`XREAD`): inspecting never
 /// disturbs delivery.
 pub struct Follower {
-    con: redis::aio::MultiplexedConnection,
+    con: crate::redis::pool::Connection,
     stream: std::sync::Arc<str>,
     pool: String,
     after: String,

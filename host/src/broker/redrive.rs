@@ -84,7 +84,13 @@ pub async fn redrive(
 ) -> Result<Vec<Redriven>> {
     let broker = engine.event_broker();
     let pool_handle = engine.pool(pool)?;
-    let outbox = keys::redrive_outbox(dead_letter_stream);
+    let clustered = engine.registry().is_cluster(pool);
+    let outbox = keys::redrive_outbox(dead_letter_stream, clustered);
+    // The dead-letter stream's commit domain: where the redrive script runs.
+    let here = crate::registry::Domain {
+        pool: pool.to_string(),
+        slot: clustered.then(|| keys::slot(dead_letter_stream)),
+    };
     let relay = Relay::for_redrive(engine, pool, dead_letter_stream);
     let mut relayed = 0;
     let mut con = pool_handle.connection().await?;
@@ -130,7 +136,7 @@ pub async fn redrive(
                 fields.push((REDRIVES.as_bytes(), redrives.as_bytes()));
                 // A target in another commit domain is reached through the outbox, in the
                 // same atomic step; the relay then writes it there exactly once.
-                let remote = engine.registry().crosses_domain(&target, pool);
+                let remote = engine.registry().crosses_domain(&target, &here);
                 let destination = if remote {
                     fields.insert(0, (OUTBOX_TARGET.as_bytes(), target.as_bytes()));
                     relayed += 1;

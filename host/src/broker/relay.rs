@@ -29,6 +29,7 @@ use crate::keys::{self, dead_letter_fields};
 use crate::redis::commands;
 use crate::redis::lock::Lock;
 use crate::redis::outbox::{self, Delivery, Output};
+use crate::registry::{Domain, GroupSlice};
 
 /// How many outputs one relay step moves.
 const PAGE: usize = 500;
@@ -48,6 +49,8 @@ pub struct Relay {
     /// For logs and dead-letter fields: the group (or what else fills the outbox).
     group: String,
     pool: String,
+    /// The commit domain of the outbox (unregistered targets are written in its pool).
+    domain: Domain,
     outbox: String,
     lock: String,
     dead_letter_stream: String,
@@ -55,26 +58,35 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// The relay of `group`'s outbox. Refused outputs go to `dead_letter_stream` when it
-    /// lives in the group's pool, else to the group's default dead-letter stream there.
-    pub fn new(engine: &Engine, group: &str, dead_letter_stream: &str) -> Result<Relay> {
+    /// The relay of the outbox of `group`'s `slice` (the group's streams in one commit
+    /// domain). Refused outputs go to `dead_letter_stream` when it lives in that domain,
+    /// else to the default dead-letter stream in that domain (`<group>-dead-letter`, with
+    /// the slice's hash tag on a cluster).
+    pub fn new(
+        engine: &Engine,
+        group: &str,
+        slice: &GroupSlice,
+        dead_letter_stream: &str,
+    ) -> Result<Relay> {
         let def = engine
             .registry()
             .group(group)
             .ok_or_else(|| Error::UnregisteredGroup(group.to_string()))?;
+        let domain = engine.registry().slice_domain(def, slice);
         let local = !engine
             .registry()
-            .crosses_domain(dead_letter_stream, &def.pool);
+            .crosses_domain(dead_letter_stream, &domain);
         Ok(Relay {
             engine: engine.clone(),
             group: group.to_string(),
             pool: def.pool.clone(),
-            outbox: keys::outbox(group),
-            lock: keys::relay_lock(group),
+            domain,
+            outbox: slice.outbox(group),
+            lock: slice.relay_lock(group),
             dead_letter_stream: if local {
                 dead_letter_stream.to_string()
             } else {
-                keys::dead_letter_stream(group)
+                keys::dead_letter_stream_in(slice.tag.as_deref(), group)
             },
             delivered: None,
         })
@@ -83,14 +95,19 @@ impl Relay {
     /// The relay of the redrive outbox of `dead_letter_stream` (in `pool`); refused
     /// outputs go back to `dead_letter_stream`.
     pub fn for_redrive(engine: &Engine, pool: &str, dead_letter_stream: &str) -> Relay {
+        let clustered = engine.registry().is_cluster(pool);
         Relay {
             engine: engine.clone(),
             group: keys::dead_letter_group(dead_letter_stream)
                 .unwrap_or(dead_letter_stream)
                 .to_string(),
             pool: pool.to_string(),
-            outbox: keys::redrive_outbox(dead_letter_stream),
-            lock: keys::redrive_relay_lock(dead_letter_stream),
+            domain: Domain {
+                pool: pool.to_string(),
+                slot: clustered.then(|| keys::slot(dead_letter_stream)),
+            },
+            outbox: keys::redrive_outbox(dead_letter_stream, clustered),
+            lock: keys::redrive_relay_lock(dead_letter_stream, clustered),
             dead_letter_stream: dead_letter_stream.to_string(),
             delivered: None,
         }
@@ -253,22 +270,20 @@ impl Relay {
         let mut refused: Vec<(&Output, String)> = Vec::new();
         let mut written: BTreeMap<String, u64> = BTreeMap::new();
         let mut stop_at = page.len();
-        let mut by_pool: BTreeMap<String, Vec<(usize, &Output)>> = BTreeMap::new();
+        // Per target commit domain (a pool, or a slot of a cluster pool): one script each.
+        let mut by_domain: BTreeMap<Domain, Vec<(usize, &Output)>> = BTreeMap::new();
         for (i, output) in page.iter().enumerate() {
             match &output.target {
                 None => refused.push((output, "outbox entry names no target stream".into())),
                 Some(target) => {
-                    let pool = self
-                        .engine
-                        .registry()
-                        .stream(target)
-                        .map_or(self.pool.clone(), |s| s.pool.clone());
-                    by_pool.entry(pool).or_default().push((i, output));
+                    let domain = self.engine.registry().stream_domain(target, &self.domain);
+                    by_domain.entry(domain).or_default().push((i, output));
                 }
             }
         }
         let mark_field = format!("{}/{}", self.pool, self.outbox);
-        for (pool_name, outputs) in &by_pool {
+        for (domain, outputs) in &by_domain {
+            let pool_name = &domain.pool;
             let only: Vec<&Output> = outputs.iter().map(|(_, o)| *o).collect();
             let delivered = match self.engine.pool(pool_name) {
                 Ok(pool) => match pool.connection().await {

@@ -140,7 +140,8 @@ pub(crate) async fn collect(
         groups: Vec::new(),
         error: Some(error),
     };
-    for stream in engine.registry().streams() {
+    let registry = engine.registry();
+    for stream in registry.streams() {
         let pool = engine.pool(&stream.pool)?;
         let mut con = match pool.connection().await {
             Ok(con) => con,
@@ -193,8 +194,12 @@ pub(crate) async fn collect(
                 let locks: Vec<String> = consumers
                     .iter()
                     .map(|c| {
-                        keys::consumer_number(&c.name)
-                            .map_or_else(String::new, |nr| keys::lock_key(&info.name, nr))
+                        keys::consumer_number(&c.name).map_or_else(String::new, |nr| match registry
+                            .group(&info.name)
+                        {
+                            Some(def) => def.lock_key(nr),
+                            None => keys::lock_key(&info.name, nr),
+                        })
                     })
                     .collect();
                 for (consumer, value) in consumers
@@ -224,16 +229,19 @@ pub(crate) async fn collect(
                 });
             }
             for group in groups.iter_mut().filter(|g| g.registered) {
+                let Some(def) = registry.group(&group.name) else {
+                    continue;
+                };
                 let stream = dead_letter_name(&group.name);
                 let length = commands::stream_length(&mut con, &stream).await?;
                 group.dead_letter = Some(DeadLetterStatistics { stream, length });
-                group.hosts = records::hosts_of(&mut con, &group.name)
+                group.hosts = records::hosts_of(&mut con, def)
                     .await?
                     .into_iter()
                     .map(|(host, digest)| HostComponent { host, digest })
                     .collect();
-                group.deployed = records::deployed_digest(&mut con, &group.name).await?;
-                group.fleet = records::fleet_of(&mut con, &group.name)
+                group.deployed = records::deployed_digest(&mut con, def).await?;
+                group.fleet = records::fleet_of(&mut con, def)
                     .await?
                     .into_iter()
                     .map(|(host, heartbeat_age)| FleetHost {
@@ -241,8 +249,16 @@ pub(crate) async fn collect(
                         heartbeat_age,
                     })
                     .collect();
-                let (length, oldest) =
-                    outbox::backlog(&mut con, &keys::outbox(&group.name)).await?;
+                // Every outbox of the group (one per commit domain it reads).
+                let (mut length, mut oldest) = (0, None);
+                for slice in def.slices() {
+                    let (n, first) = outbox::backlog(&mut con, &slice.outbox(&def.name)).await?;
+                    length += n;
+                    oldest = match (oldest, first) {
+                        (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                        (a, b) => a.or(b),
+                    };
+                }
                 group.outbox = Some(OutboxStatistics {
                     length,
                     oldest_age: oldest

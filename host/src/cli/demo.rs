@@ -20,8 +20,13 @@ pub struct DemoArgs {
     /// Use this Redis (host:port) instead of starting a private redis-server. The demo
     /// writes to the streams stream-a, colors, colors-normalized, stream-page-views,
     /// page-view-totals and their dead-letter streams.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     pub redis: Option<String>,
+    /// Run the tour on a private Redis Cluster of 3 masters (redis-server
+    /// --cluster-enabled yes, joined by redis-cli --cluster create) instead of one server:
+    /// each stream lives in its own hash slot, so outputs travel through the outbox.
+    #[arg(long)]
+    pub cluster: bool,
     /// Where the Rust example components are (built by `bash scripts/build-examples`).
     #[arg(long, default_value = "target/wasm32-wasip2/release")]
     pub components: PathBuf,
@@ -56,12 +61,7 @@ fn interpreted_router(group: &str, path: Option<&Path>) -> String {
     })
 }
 
-fn demo_config(
-    address: &str,
-    components: &Path,
-    python: Option<&Path>,
-    js: Option<&Path>,
-) -> String {
+fn demo_config(pool: &str, components: &Path, python: Option<&Path>, js: Option<&Path>) -> String {
     let mut color_groups = String::from("routers");
     for (group, path) in [("py-routers", python), ("js-routers", js)] {
         if path.is_some() {
@@ -71,7 +71,7 @@ fn demo_config(
     }
     format!(
         "default:
-  redis: {address}
+  {pool}
   streams:
     stream-a: [read-group-a]
     colors: [{color_groups}]
@@ -112,18 +112,28 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
         .filter(|p| p.exists());
     let js = std::path::absolute(&args.js).ok().filter(|p| p.exists());
     let private;
-    let address = match &args.redis {
-        Some(address) => address.clone(),
+    let private_cluster;
+    let pool = match &args.redis {
+        Some(address) => format!("redis: {address}"),
+        None if args.cluster => {
+            private_cluster =
+                crate::ops::redis_cluster::RedisCluster::start(3, 0).map_err(|e| {
+                    Failure::Runtime(format!("cannot start a private Redis Cluster: {e}"))
+                })?;
+            let seeds = private_cluster.seeds().join(", ");
+            println!("started a private Redis Cluster of 3 masters on {seeds}");
+            format!("cluster: [{seeds}]")
+        }
         None => {
             private = RedisServer::start().map_err(|e| {
                 Failure::Runtime(format!("cannot start a private redis-server: {e}"))
             })?;
             println!("started a private redis-server on {}", private.address());
-            private.address()
+            format!("redis: {}", private.address())
         }
     };
     let config = Config::parse(
-        &demo_config(&address, &components, python.as_deref(), js.as_deref()),
+        &demo_config(&pool, &components, python.as_deref(), js.as_deref()),
         Path::new("beehive-demo.yaml"),
     )?;
     let engine = config.registry.create_engine();
@@ -236,12 +246,13 @@ pub(super) async fn run(args: DemoArgs) -> CommandResult {
     .await;
 
     println!("\n== what the handlers published");
+    let registry = &config.registry;
     for stream in [
         "colors-normalized",
         "page-view-totals",
-        &crate::keys::dead_letter_stream("routers"),
-        &crate::keys::dead_letter_stream("py-routers"),
-        &crate::keys::dead_letter_stream("js-routers"),
+        &registry.default_dead_letter_stream("routers"),
+        &registry.default_dead_letter_stream("py-routers"),
+        &registry.default_dead_letter_stream("js-routers"),
     ] {
         for event in broker.range("default", stream, "-", 100).await? {
             let mut parts = Vec::new();

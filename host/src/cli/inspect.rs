@@ -58,7 +58,7 @@ pub(super) async fn status(args: StatusArgs) -> CommandResult {
     let broker = config.registry.create_engine().event_broker();
     let dead_letters = |group: &str| {
         config.consumers.get(group).map_or_else(
-            || crate::keys::dead_letter_stream(group),
+            || config.registry.default_dead_letter_stream(group),
             |c| c.dead_letter.clone(),
         )
     };
@@ -299,18 +299,22 @@ async fn ping_pools(config: &crate::config::Config) -> CommandResult {
     let engine = config.registry.create_engine();
     let mut failed = Vec::new();
     for pool in config.registry.pools() {
+        let address = match &pool.cluster {
+            Some(seeds) => format!("cluster {}", crate::error::List(seeds)),
+            None => pool.address.to_string(),
+        };
         match engine
             .ping(&pool.name, std::time::Duration::from_secs(5))
             .await
         {
-            Ok(()) => println!("pool {}: {} answers", pool.name, pool.address),
+            Ok(()) => println!("pool {}: {address} answers", pool.name),
             Err(crate::Error::Redis { source, .. }) => failed.push(format!(
-                "pool {} ({}) does not answer: {source}",
-                pool.name, pool.address
+                "pool {} ({address}) does not answer: {source}",
+                pool.name
             )),
             Err(e) => failed.push(format!(
-                "pool {} ({}) does not answer: {e}",
-                pool.name, pool.address
+                "pool {} ({address}) does not answer: {e}",
+                pool.name
             )),
         }
     }

@@ -37,6 +37,7 @@ pub fn group_domains(config: &Config) -> Vec<GroupDomains> {
             let inputs = registry.group_domains(&consumer.group);
             let own = inputs.first().cloned().unwrap_or(Domain {
                 pool: String::new(),
+                slot: None,
             });
             let outputs = consumer
                 .publish
@@ -67,7 +68,10 @@ mod tests {
         let domains = group_domains(&config);
         assert_eq!(domains.len(), 1);
         let g = &domains[0];
-        let pool = |p: &str| Domain { pool: p.into() };
+        let pool = |p: &str| Domain {
+            pool: p.into(),
+            slot: None,
+        };
         assert_eq!(g.inputs, [pool("default")]);
         assert_eq!(
             g.outputs,
@@ -78,5 +82,39 @@ mod tests {
             ]
         );
         assert_eq!(g.crossing(), [&("far".to_string(), pool("second"))]);
+    }
+
+    #[test]
+    fn outputs_in_another_slot_of_a_cluster_cross() {
+        let config = Config::parse(
+            "orders:
+  cluster: [127.0.0.1:7000, 127.0.0.1:7001]
+  streams:
+    \"{orders}-created\": [billing]
+    \"{orders}-billed\": [x]
+    invoices: [y]
+consumers:
+  billing:
+    component: x.wasm
+    publish: [\"{orders}-billed\", invoices]
+",
+            std::path::Path::new("beehive.yaml"),
+        )
+        .unwrap();
+        let g = &group_domains(&config)[0];
+        let slot = |s: &str| Domain {
+            pool: "orders".into(),
+            slot: Some(crate::keys::slot(s)),
+        };
+        assert_eq!(g.inputs, [slot("orders")]);
+        assert_eq!(
+            g.outputs,
+            [
+                ("{orders}-billed".to_string(), slot("orders")),
+                ("invoices".to_string(), slot("invoices")),
+                ("{orders}billing-dead-letter".to_string(), slot("orders")),
+            ]
+        );
+        assert_eq!(g.crossing(), [&("invoices".to_string(), slot("invoices"))]);
     }
 }

@@ -165,14 +165,26 @@ impl Config {
             // spelled like a reserved key (`consumer:`) was most likely meant as that key.
             let parsed = (|| -> Result<(), ConfigError> {
                 p.name(&name, &name, "pool")?;
-                let pool = p.map(value, &name, "a map with the keys redis and streams")?;
+                let pool = p.map(
+                    value,
+                    &name,
+                    "a map with the keys redis (or cluster) and streams",
+                )?;
                 let mut address = None;
                 let mut password = String::new();
+                let mut cluster: Option<Vec<String>> = None;
                 for (k, v) in pool {
                     let k = p.key(k, &name)?;
                     let path = format!("{name}.{k}");
                     match k.as_str() {
                         "redis" => address = Some(p.string(v, &path, "a Redis address: host:port:db, a redis:// or rediss:// URL, or a unix socket path")?),
+                        "cluster" => {
+                            let seeds = p.string_list(v, &path, "a non-empty list of seed nodes (host:port or redis:// / rediss:// URLs)")?;
+                            if seeds.is_empty() {
+                                return Err(p.err(&path, "expected a non-empty list of seed nodes (host:port or redis:// / rediss:// URLs)"));
+                            }
+                            cluster = Some(seeds);
+                        }
                         "password" => password = p.string(v, &path, "a password string")?,
                         "streams" => {
                             if v.is_null() {
@@ -206,18 +218,40 @@ impl Config {
                                 registry.register_redis_stream(&stream, &name, &groups);
                             }
                         }
-                        other => return Err(p.err(&path, unknown_key(other, &["redis", "password", "streams"]))),
+                        other => return Err(p.err(&path, unknown_key(other, &["redis", "cluster", "password", "streams"]))),
                     }
                 }
-                let address = address.ok_or_else(|| {
-                    p.err(
-                        &format!("{name}.redis"),
-                        "missing: expected a Redis address such as localhost:6379:0",
-                    )
-                })?;
-                crate::address::RedisAddress::parse(&address, &password, None)
-                    .map_err(|e| p.err(&format!("{name}.redis"), e))?;
-                registry.register_redis(&address, &password, 0, &name);
+                match (address, cluster) {
+                    (Some(_), Some(_)) => {
+                        return Err(p.err(
+                            &format!("{name}.cluster"),
+                            "a pool is one Redis (redis:) or one Redis Cluster (cluster:), not both: remove one",
+                        ));
+                    }
+                    (None, Some(seeds)) => {
+                        for (i, seed) in seeds.iter().enumerate() {
+                            let address =
+                                crate::address::RedisAddress::parse(seed, &password, None)
+                                    .map_err(|e| p.err(&format!("{name}.cluster[{i}]"), e))?;
+                            if address.db() != 0 {
+                                return Err(p.err(&format!("{name}.cluster[{i}]"), format!("a Redis Cluster has no db number: expected host:port, got {seed:?}")));
+                            }
+                        }
+                        registry.register_redis_cluster(&seeds, &name);
+                        registry.set_password(&name, &password);
+                    }
+                    (address, None) => {
+                        let address = address.ok_or_else(|| {
+                            p.err(
+                                &format!("{name}.redis"),
+                                "missing: expected a Redis address such as localhost:6379:0 (or cluster: [host:port, ...] for a Redis Cluster)",
+                            )
+                        })?;
+                        crate::address::RedisAddress::parse(&address, &password, None)
+                            .map_err(|e| p.err(&format!("{name}.redis"), e))?;
+                        registry.register_redis(&address, &password, 0, &name);
+                    }
+                }
                 Ok(())
             })();
             if let Err(e) = parsed {
@@ -401,7 +435,7 @@ impl Parser {
             publish: Vec::new(),
             min_idle: Duration::from_secs(60),
             max_deliveries: 5,
-            dead_letter: crate::keys::dead_letter_stream(group),
+            dead_letter: registry.default_dead_letter_stream(group),
             memory: 64 << 20,
             timeout: Duration::from_secs(5),
             max_publishes: 10_000,
@@ -673,7 +707,7 @@ consumers:
         let cases: &[(&str, &str)] = &[
             (
                 "default: [1]",
-                "/etc/beehive/beehive.yaml: default: expected a map with the keys redis and streams, got a list",
+                "/etc/beehive/beehive.yaml: default: expected a map with the keys redis (or cluster) and streams, got a list",
             ),
             (
                 "default:\n  streams: {}\n",
@@ -732,6 +766,22 @@ consumers:
                 "consumers.g.colour: unknown key",
             ),
             ("default: {redis: 'localhost:1'\n", "invalid YAML"),
+            (
+                "orders:\n  redis: localhost:1\n  cluster: [localhost:2]\n",
+                "orders.cluster: a pool is one Redis (redis:) or one Redis Cluster (cluster:), not both",
+            ),
+            (
+                "orders:\n  cluster: [localhost:2, 'localhost:3:4']\n",
+                "orders.cluster[1]: a Redis Cluster has no db number",
+            ),
+            (
+                "orders:\n  cluster: []\n",
+                "orders.cluster: expected a non-empty list of seed nodes",
+            ),
+            (
+                "orders:\n  cluster: [nohost]\n",
+                "orders.cluster[0]: invalid Redis address",
+            ),
             ("", "the file is empty"),
         ];
         for (text, expected) in cases {
@@ -753,7 +803,7 @@ consumers:
         for (text, expected) in [
             (
                 format!("{pools}consumer:\n  g:\n    component: x.wasm\n"),
-                "/etc/beehive/beehive.yaml: consumer: unknown top-level key \"consumer\": did you mean consumers? (every other top-level key is a Redis pool, and this is not one: consumer.g: unknown key \"g\": expected redis, password or streams)",
+                "/etc/beehive/beehive.yaml: consumer: unknown top-level key \"consumer\": did you mean consumers? (every other top-level key is a Redis pool, and this is not one: consumer.g: unknown key \"g\": expected redis, cluster, password or streams)",
             ),
             (
                 format!("{pools}Consumres:\n  g: {{component: x.wasm}}\n"),
@@ -773,7 +823,7 @@ consumers:
             ),
             (
                 "default:\n  redis: localhost:1\n  stream: {}\n".to_string(),
-                "default.stream: unknown key \"stream\": did you mean streams? expected redis, password or streams",
+                "default.stream: unknown key \"stream\": did you mean streams? expected redis, cluster, password or streams",
             ),
             (
                 format!("{pools}metrics:\n  adr: 9464\n"),

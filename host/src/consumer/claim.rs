@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis::pool::Connection;
 
 use super::Consumer;
 use super::decide::DELETED;
 use crate::error::{PoolContext, Result};
 use crate::event::{EntryId, Event};
-use crate::keys::{self, consumer_name};
+use crate::keys::consumer_name;
 use crate::redis::commands;
 use crate::redis::commit::CommitBatch;
 
@@ -74,7 +74,7 @@ impl Consumer {
     /// Redis dropped them), with their ID and the reason `deleted`.
     async fn dead_letter_deleted(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Connection,
         stream: &str,
         ids: &[EntryId],
     ) -> redis::RedisResult<()> {
@@ -82,11 +82,15 @@ impl Consumer {
             return Ok(());
         }
         let dead_letter = &self.options.dead_letter_stream;
-        let outbox = keys::outbox(&self.group.name);
-        let remote = self
-            .engine
-            .registry()
-            .crosses_domain(dead_letter, &self.group.pool);
+        // Committed in the stream's own commit domain (its slice of the group).
+        let registry = self.engine.registry();
+        let slice = self
+            .group
+            .slice_of(stream)
+            .unwrap_or_else(|| self.group.slices().remove(0));
+        let outbox = slice.outbox(&self.group.name);
+        let remote =
+            registry.crosses_domain(dead_letter, &registry.slice_domain(&self.group, &slice));
         let stream: Arc<str> = Arc::from(stream);
         let mut commit = CommitBatch::default();
         for id in ids {

@@ -1,6 +1,7 @@
 //! Consumers: read a group's streams in batches, hand them to a handler, commit the outcome.
 //!
-//! One running consumer per `(group, nr)`, guarded by the lock `<group>_consumer-<nr>`.
+//! One running consumer per `(group, nr)`, guarded by the lock `<group>_consumer-<nr>`
+//! (on a cluster pool with the group's hash tag: `{<tag>}<group>_consumer-<nr>`).
 //! A consumer first re-reads its own pending entries (ID `0`), then new ones (`>`), blocking
 //! up to its block time. Failed batches stay pending and are re-read after the retry delay;
 //! entries claimed to this consumer are picked up by the next pending pass.
@@ -36,7 +37,8 @@ use crate::error::{Error, Result};
 use crate::event::{Event, NewEvent};
 use crate::keys;
 use crate::redis::lock::Lock;
-use crate::registry::GroupDef;
+use crate::redis::pool::Connection;
+use crate::registry::{GroupDef, GroupSlice};
 
 /// What a handler decided for one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +102,27 @@ where
     }
 }
 
+/// One handler shared by the slices of a group that spans commit domains: they take turns.
+struct Shared<H>(Arc<tokio::sync::Mutex<H>>);
+
+impl<H> Clone for Shared<H> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<H: BatchHandler> BatchHandler for Shared<H> {
+    fn handle<'a>(
+        &'a mut self,
+        events: &'a [Event],
+    ) -> impl Future<Output = anyhow::Result<Decision>> + Send + 'a {
+        async move {
+            let mut handler = self.0.lock().await;
+            handler.handle(events).await
+        }
+    }
+}
+
 /// Tunables of a [`Consumer`]; every field has a sensible default.
 #[derive(Clone, Debug)]
 pub struct ConsumerOptions {
@@ -144,7 +167,7 @@ pub struct ConsumerOptions {
 }
 
 impl ConsumerOptions {
-    fn for_group(group: &str) -> Self {
+    fn for_group(group: &GroupDef) -> Self {
         ConsumerOptions {
             looping: true,
             block: Duration::from_secs(5),
@@ -154,7 +177,7 @@ impl ConsumerOptions {
             reclaim_idle: None,
             handler_deadline: Duration::ZERO,
             max_deliveries: None,
-            dead_letter_stream: keys::dead_letter_stream(group),
+            dead_letter_stream: group.default_dead_letter_stream(),
             relay_drain: Duration::from_secs(30),
             owner: keys::host_id(),
             fail_commits: Arc::default(),
@@ -182,11 +205,11 @@ pub struct Consumer {
     options: ConsumerOptions,
 }
 
-use crate::keys::{consumer_name, lock_key};
+use crate::keys::consumer_name;
 
 impl Consumer {
     pub(crate) fn new(engine: Engine, group: GroupDef) -> Self {
-        let options = ConsumerOptions::for_group(&group.name);
+        let options = ConsumerOptions::for_group(&group);
         Consumer {
             engine,
             group,
@@ -277,31 +300,102 @@ impl Consumer {
         }
         let pool = self.engine.pool(&self.group.pool)?;
         let con = pool.connection().await?;
-        let key = lock_key(&self.group.name, nr);
-        let Some(lock) = Lock::acquire_as(
-            con.clone(),
-            &pool.name,
-            &key,
-            self.options.lock_ttl,
-            &self.options.owner,
-        )
-        .await?
-        else {
-            tracing::info!(group = %self.group.name, consumer = nr, "consumer already runs elsewhere");
-            return Ok(false);
+        // One lock per commit domain the group reads (one, unless its streams span slots of
+        // a cluster), taken in the same order by every host: all or none.
+        let slices = self.group.slices();
+        let mut locks = Vec::with_capacity(slices.len());
+        for slice in &slices {
+            let key = slice.lock_key(&self.group.name, nr);
+            let acquired = Lock::acquire_as(
+                con.clone(),
+                &pool.name,
+                &key,
+                self.options.lock_ttl,
+                &self.options.owner,
+            )
+            .await;
+            match acquired {
+                Ok(Some(lock)) => locks.push(lock),
+                other => {
+                    for lock in locks {
+                        let _ = lock.release().await;
+                    }
+                    other?;
+                    tracing::info!(group = %self.group.name, consumer = nr, "consumer already runs elsewhere");
+                    return Ok(false);
+                }
+            }
+        }
+        if let Some(metrics) = &self.options.metrics {
+            metrics.lock_held(&self.group.name, 1);
+        }
+        let span = tracing::info_span!("consumer", group = %self.group.name, consumer = %consumer_name(nr));
+        let result = if slices.len() == 1 {
+            let lock = locks.pop().expect("one lock per slice");
+            self.run_slice(&slices[0], lock, con, nr, count, cancel, handler)
+                .instrument(span)
+                .await
+        } else {
+            // The slices run side by side and take turns in the one handler; when one stops
+            // for good (lock lost, error, cancel) the others stop at a batch boundary too.
+            let handler = Shared(Arc::new(tokio::sync::Mutex::new(handler)));
+            let stop = cancel.child_token();
+            let runs = slices.iter().zip(locks).map(|(slice, lock)| {
+                let (handler, stop, con) = (handler.clone(), stop.clone(), con.clone());
+                async move {
+                    let result = self
+                        .run_slice(slice, lock, con, nr, count, stop.clone(), handler)
+                        .await;
+                    if self.options.looping || !matches!(result, Ok(true)) {
+                        stop.cancel();
+                    }
+                    result
+                }
+            });
+            let results = futures::future::join_all(runs).instrument(span).await;
+            let mut combined = Ok(true);
+            for result in results {
+                match (result, &combined) {
+                    (Err(e), Ok(_)) => combined = Err(e),
+                    (Ok(false), Ok(_)) => combined = Ok(false),
+                    _ => {}
+                }
+            }
+            combined
         };
+        if let Some(metrics) = &self.options.metrics {
+            metrics.lock_held(&self.group.name, -1);
+        }
+        result
+    }
+
+    /// Runs consumer `nr` on one slice of the group (its streams in one commit domain)
+    /// while holding that slice's `lock`; releases it at the end.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_slice<H: BatchHandler>(
+        &self,
+        slice: &GroupSlice,
+        lock: Lock,
+        con: Connection,
+        nr: u32,
+        count: usize,
+        cancel: CancellationToken,
+        handler: H,
+    ) -> Result<bool> {
+        let registry = self.engine.registry();
         let mut run = Run {
             consumer: self,
             name: consumer_name(nr),
             con,
             reader: None,
             pages: Pages::Unopened,
-            streams: self
-                .group
+            streams: slice
                 .streams
                 .iter()
                 .map(|s| Arc::<str>::from(s.as_str()))
                 .collect(),
+            domain: registry.slice_domain(&self.group, slice),
+            outbox: slice.outbox(&self.group.name),
             queue: VecDeque::new(),
             queued_at: Instant::now(),
             pending: None,
@@ -315,22 +409,15 @@ impl Consumer {
             inflight: VecDeque::new(),
             reading: VecDeque::new(),
         };
-        if let Some(metrics) = &self.options.metrics {
-            metrics.lock_held(&self.group.name, 1);
-        }
-        // Outputs to streams of other commit domains wait in the group's outbox: relay them
+        // Outputs to streams of other commit domains wait in the slice's outbox: relay them
         // while consuming (one relay per outbox at a time, across hosts).
-        let relay = self.relay()?;
+        let relay = self.relay(slice)?;
         let relay_stop = CancellationToken::new();
         let relaying = relay.clone().map(|relay| {
             let stop = relay_stop.clone();
             tokio::spawn(async move { relay.run(stop).await })
         });
-        let span = tracing::info_span!("consumer", group = %self.group.name, consumer = %consumer_name(nr));
-        let result = run.run(handler).instrument(span).await;
-        if let Some(metrics) = &self.options.metrics {
-            metrics.lock_held(&self.group.name, -1);
-        }
+        let result = run.run(handler).await;
         let lost = lock.lost().is_cancelled() || matches!(result, Err(Error::LockLost(_)));
         relay_stop.cancel();
         if let Some(task) = relaying {
@@ -362,15 +449,17 @@ impl Consumer {
         }
     }
 
-    /// The relay of this group's outbox, when any output can land in another commit domain
-    /// (more than one pool is registered).
-    fn relay(&self) -> Result<Option<Relay>> {
-        if self.engine.registry().pools().nth(1).is_none() {
+    /// The relay of a slice's outbox, when any output can land in another commit domain
+    /// (more than one pool is registered, or a pool is a cluster: another slot).
+    fn relay(&self, slice: &GroupSlice) -> Result<Option<Relay>> {
+        let registry = self.engine.registry();
+        if registry.pools().nth(1).is_none() && !registry.is_cluster(&self.group.pool) {
             return Ok(None);
         }
         let mut relay = Relay::new(
             &self.engine,
             &self.group.name,
+            slice,
             &self.options.dead_letter_stream,
         )?;
         if let Some(metrics) = self.options.metrics.clone() {

@@ -89,6 +89,10 @@ impl Run<'_> {
             Ok(pool) => pool,
             Err(_) => return Pages::Failed,
         };
+        if pool.is_cluster() {
+            // The read-ahead reader speaks to one server; a cluster routes per slot.
+            return Pages::Unsupported;
+        }
         let name = keys::read_ahead_client_name(self.group(), &self.name);
         match PageReader::connect(pool.connection_info(), &name, RESPONSE_TIMEOUT).await {
             Ok(Some(pages)) => Pages::Own(pages),

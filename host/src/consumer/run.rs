@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::redis::pool::Connection;
 use tokio_util::sync::CancellationToken;
 
 use std::panic::AssertUnwindSafe;
@@ -22,7 +22,6 @@ use super::source::{Fetched, Reader};
 use super::{BatchHandler, Consumer, ConsumerOptions};
 use crate::error::{Error, Result};
 use crate::event::{EntryId, Event};
-use crate::keys;
 use crate::redis::commands;
 use crate::redis::lock::Lock;
 
@@ -30,11 +29,16 @@ use crate::redis::lock::Lock;
 pub(super) struct Run<'a> {
     pub(super) consumer: &'a Consumer,
     pub(super) name: String,
-    pub(super) con: ConnectionManager,
+    pub(super) con: Connection,
     pub(super) reader: Option<Reader>,
     /// Where reads ahead go.
     pub(super) pages: Pages,
+    /// The streams this run reads: the group's streams in one commit domain.
     pub(super) streams: Vec<Arc<str>>,
+    /// That commit domain.
+    pub(super) domain: crate::registry::Domain,
+    /// Where outputs to other domains go, in this domain.
+    pub(super) outbox: String,
     /// Entries delivered to us but not handled yet (a read may return more than `count`).
     pub(super) queue: VecDeque<Event>,
     /// When the oldest entry in the queue was delivered.
@@ -166,11 +170,10 @@ impl Run<'_> {
         let oldest_entry_ms = batch.iter().map(|e| e.id.ms).min();
         let options = &self.consumer.options;
         let registry = self.consumer.engine.registry();
-        let own_pool = self.consumer.group.pool.as_str();
-        let is_remote = |stream: &str| registry.crosses_domain(stream, own_pool);
-        let outbox = keys::outbox(&self.consumer.group.name);
+        let own = &self.domain;
+        let is_remote = |stream: &str| registry.crosses_domain(stream, own);
         let rules = Rules {
-            outbox: &outbox,
+            outbox: &self.outbox,
             is_remote: &is_remote,
             group: &self.consumer.group.name,
             dead_letter_stream: &options.dead_letter_stream,
@@ -229,7 +232,7 @@ impl Run<'_> {
 
     pub(super) fn on_redis_error(&mut self, e: &redis::RedisError) {
         if commands::is_no_group(e) {
-            tracing::warn!(group = %self.group(), streams = ?self.consumer.group.streams, "consumer group or stream vanished (FLUSHALL, restart without persistence, or deleted); recreating it");
+            tracing::warn!(group = %self.group(), streams = ?self.streams, "consumer group or stream vanished (FLUSHALL, restart without persistence, or deleted); recreating it");
             self.groups_ready = false;
             self.pending = None;
         } else {

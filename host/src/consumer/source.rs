@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
+use crate::redis::pool::Connection;
 
 use super::run::{Run, to_redis};
 use crate::event::{EntryId, Event};
@@ -27,10 +27,11 @@ pub(super) fn new_events(
     Ok(events)
 }
 
-/// A connection for blocking reads, with its server-side client ID (to unblock it).
+/// A connection for blocking reads, with its server-side client ID (to unblock it); no ID
+/// on a cluster, whose connection spans nodes.
 pub(super) struct Reader {
-    pub(super) con: MultiplexedConnection,
-    pub(super) id: i64,
+    pub(super) con: Connection,
+    pub(super) id: Option<i64>,
 }
 
 pub(super) enum Fetched {
@@ -47,7 +48,7 @@ impl Run<'_> {
     /// new entries otherwise.
     pub(super) async fn fetch(&mut self) -> redis::RedisResult<Fetched> {
         if !self.groups_ready {
-            for stream in &self.consumer.group.streams {
+            for stream in &self.streams {
                 commands::create_group(&mut self.con, stream, &self.consumer.group.name).await?;
             }
             self.groups_ready = true;
@@ -208,15 +209,23 @@ impl Run<'_> {
         // Above the longest block, so a blocking read is never cut short by the client.
         let timeout = self.options().block.max(block) + Duration::from_secs(5);
         let mut con = pool.dedicated(timeout).await.map_err(to_redis)?;
-        let id = commands::client_id(&mut con).await?;
+        let id = if con.is_cluster() {
+            None
+        } else {
+            Some(commands::client_id(&mut con).await?)
+        };
         Ok(Reader { con, id })
     }
 
     /// Unblocks our blocked read server-side, so nothing is delivered to a reader that no
-    /// longer listens, and drops the reader connection.
-    pub(super) async fn interrupt_read(&mut self, id: i64) -> redis::RedisResult<Fetched> {
+    /// longer listens, and drops the reader connection. On a cluster the read is only
+    /// dropped: what the server still delivers to it stays pending under this consumer's
+    /// name, and its next pending pass (ID `0`) reads it again.
+    pub(super) async fn interrupt_read(&mut self, id: Option<i64>) -> redis::RedisResult<Fetched> {
         self.reader = None;
-        let _ = commands::client_unblock(&mut self.con, id).await;
+        if let Some(id) = id {
+            let _ = commands::client_unblock(&mut self.con, id).await;
+        }
         Ok(Fetched::Interrupted)
     }
 
@@ -246,12 +255,12 @@ impl Run<'_> {
 
     /// XAUTOCLAIM of every entry idle longer than `min_idle` into this consumer.
     pub(super) async fn reclaim(&mut self, min_idle: Duration) -> redis::RedisResult<()> {
-        for stream in &self.consumer.group.streams {
+        for stream in self.streams.clone() {
             let mut cursor = "0-0".to_string();
             loop {
                 let claimed = commands::autoclaim(
                     &mut self.con,
-                    stream,
+                    &stream,
                     &self.consumer.group.name,
                     &self.name,
                     min_idle,
@@ -266,7 +275,6 @@ impl Run<'_> {
                 // data, they are dead-lettered (with their ID) like any deleted entry.
                 if !claimed.deleted.is_empty() {
                     tracing::warn!(group = %self.group(), stream = %stream, entries = claimed.deleted.len(), "idle pending entries were deleted from the stream; dead-lettering them");
-                    let stream: Arc<str> = Arc::from(stream.as_str());
                     for id in claimed.deleted {
                         self.queue
                             .push_back(Event::new(&stream, id, None, Vec::new()));

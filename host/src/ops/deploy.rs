@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::redis::pool::Connection;
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
@@ -35,23 +35,26 @@ pub fn deployed_origin(group: &str, digest: &str) -> String {
 /// How often running hosts also poll for a deployment, in case a notification was missed.
 pub const POLL_EVERY: Duration = Duration::from_secs(30);
 
-async fn group_connection(engine: &Engine, group: &str) -> Result<(ConnectionManager, String)> {
+async fn group_connection(
+    engine: &Engine,
+    group: &str,
+) -> Result<(Connection, String, crate::registry::GroupDef)> {
     let def = engine
         .registry()
         .group(group)
         .ok_or_else(|| Error::UnregisteredGroup(group.to_string()))?;
     let pool = def.pool.clone();
-    Ok((engine.connection(&pool).await?, pool))
+    Ok((engine.connection(&pool).await?, pool, def.clone()))
 }
 
 /// Stores `bytes` (already checked by the caller) as `group`'s current version, keeps the
 /// old current as previous, and notifies running hosts. Returns the digest.
 pub async fn deploy(engine: &Engine, group: &str, digest: &str, bytes: &[u8]) -> Result<()> {
-    let (mut con, pool) = group_connection(engine, group).await?;
-    let current = records::deployed_digest(&mut con, group)
+    let (mut con, pool, group) = group_connection(engine, group).await?;
+    let current = records::deployed_digest(&mut con, &group)
         .await
         .pool(&pool)?;
-    records::store_deployment(&mut con, group, digest, bytes, current.as_deref())
+    records::store_deployment(&mut con, &group, digest, bytes, current.as_deref())
         .await
         .pool(&pool)
 }
@@ -60,16 +63,17 @@ pub async fn deploy(engine: &Engine, group: &str, digest: &str, bytes: &[u8]) ->
 /// after a first deploy, withdraws the deployment so hosts return to their configured
 /// files; notifies running hosts. Returns the digest now deployed (`None`: withdrawn).
 pub async fn rollback(engine: &Engine, group: &str) -> Result<Option<String>> {
-    let (mut con, pool) = group_connection(engine, group).await?;
-    let (current, previous) = records::deployed_versions(&mut con, group)
+    let (mut con, pool, group) = group_connection(engine, group).await?;
+    let (current, previous) = records::deployed_versions(&mut con, &group)
         .await
         .pool(&pool)?;
     let Some(current) = current else {
         return Err(Error::InvalidArgument(format!(
-            "group {group} has no deployed version to roll back"
+            "group {} has no deployed version to roll back",
+            group.name
         )));
     };
-    records::store_rollback(&mut con, group, &current, previous.as_deref())
+    records::store_rollback(&mut con, &group, &current, previous.as_deref())
         .await
         .pool(&pool)?;
     Ok(previous)
@@ -77,20 +81,20 @@ pub async fn rollback(engine: &Engine, group: &str) -> Result<Option<String>> {
 
 /// The deployed digest of `group`, if any.
 pub async fn deployed_digest(engine: &Engine, group: &str) -> Result<Option<String>> {
-    let (mut con, pool) = group_connection(engine, group).await?;
-    records::deployed_digest(&mut con, group).await.pool(&pool)
+    let (mut con, pool, group) = group_connection(engine, group).await?;
+    records::deployed_digest(&mut con, &group).await.pool(&pool)
 }
 
 /// The deployed version of `group`: its digest and bytes.
 pub async fn deployed(engine: &Engine, group: &str) -> Result<Option<(String, Vec<u8>)>> {
-    let (mut con, pool) = group_connection(engine, group).await?;
-    let Some(digest) = records::deployed_digest(&mut con, group)
+    let (mut con, pool, group) = group_connection(engine, group).await?;
+    let Some(digest) = records::deployed_digest(&mut con, &group)
         .await
         .pool(&pool)?
     else {
         return Ok(None);
     };
-    let bytes = records::component_bytes(&mut con, &digest)
+    let bytes = records::component_bytes(&mut con, &group, &digest)
         .await
         .pool(&pool)?;
     Ok(bytes.map(|bytes| (digest, bytes)))

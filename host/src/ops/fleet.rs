@@ -25,6 +25,7 @@ use crate::error::{PoolContext, Result};
 use crate::keys;
 use crate::redis::lock::Lock;
 use crate::redis::{commands, records};
+use crate::registry::GroupDef;
 
 /// How often a host beats and rebalances.
 pub const TICK: Duration = Duration::from_millis(500);
@@ -128,27 +129,29 @@ where
     for task in stopping {
         let _ = task.await;
     }
-    if let Ok(pool) = fleet.engine.pool(&pool_of(&fleet))
+    if let Ok(def) = group_of(&fleet)
+        && let Ok(pool) = fleet.engine.pool(&def.pool)
         && let Ok(mut con) = pool.connection().await
     {
-        let _ = records::leave_fleet(&mut con, &fleet.group, &fleet.host).await;
+        let _ = records::leave_fleet(&mut con, &def, &fleet.host).await;
     }
 }
 
-fn pool_of(fleet: &FleetGroup) -> String {
+fn group_of(fleet: &FleetGroup) -> Result<GroupDef> {
     fleet
         .engine
         .registry()
         .group(&fleet.group)
-        .map(|g| g.pool.clone())
-        .unwrap_or_default()
+        .cloned()
+        .ok_or_else(|| crate::error::Error::UnregisteredGroup(fleet.group.clone()))
 }
 
 /// Beats this host's heartbeat; the live hosts.
 async fn beat(fleet: &FleetGroup) -> Result<Vec<String>> {
-    let pool = fleet.engine.pool(&pool_of(fleet))?;
+    let def = group_of(fleet)?;
+    let pool = fleet.engine.pool(&def.pool)?;
     let mut con = pool.connection().await?;
-    records::heartbeat(&mut con, &fleet.group, &fleet.host, fleet.lock_ttl)
+    records::heartbeat(&mut con, &def, &fleet.host, fleet.lock_ttl)
         .await
         .pool(&pool.name)
 }
@@ -185,7 +188,7 @@ async fn retire_extra(fleet: &FleetGroup) -> Result<()> {
     consumer.options_mut().dead_letter_stream = fleet.dead_letter_stream.clone();
     consumer.options_mut().owner = fleet.host.clone();
     for nr in extra {
-        let key = keys::lock_key(&def.name, nr);
+        let key = def.lock_key(nr);
         let Some(lock) =
             Lock::acquire_as(con.clone(), &pool.name, &key, fleet.lock_ttl, &fleet.host).await?
         else {
@@ -204,7 +207,7 @@ async fn retire(
     consumer: &crate::consumer::Consumer,
     fleet: &FleetGroup,
     def: &crate::registry::GroupDef,
-    con: &mut redis::aio::ConnectionManager,
+    con: &mut crate::redis::pool::Connection,
     nr: u32,
 ) -> Result<()> {
     let heir = heir(nr, fleet.instances);

@@ -4,6 +4,7 @@
 pub mod deploy;
 pub mod fleet;
 pub mod metrics;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod reload;
 pub mod supervisor;

@@ -27,25 +27,35 @@ impl RedisServer {
     pub fn start_with(args: &[&str]) -> io::Result<Self> {
         let mut last_error = None;
         for _ in 0..5 {
-            let port = free_port()?;
-            let dir = std::env::temp_dir().join(format!(
-                "beehive-redis-{}-{port}-{:08x}",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            std::fs::create_dir_all(&dir)?;
-            let mut server = RedisServer {
-                port,
-                dir,
-                args: args.iter().map(|s| s.to_string()).collect(),
-                child: None,
-            };
-            match server.spawn() {
-                Ok(()) => return Ok(server),
+            match Self::start_on(free_port()?, args) {
+                Ok(server) => return Ok(server),
                 Err(e) => last_error = Some(e),
             }
         }
         Err(last_error.unwrap_or_else(|| io::Error::other("cannot start redis-server")))
+    }
+
+    /// Starts a server on `port` with extra arguments, and waits until it answers `PING`.
+    pub fn start_on(port: u16, args: &[&str]) -> io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "beehive-redis-{}-{port}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut server = RedisServer {
+            port,
+            dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// The process ID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     fn spawn(&mut self) -> io::Result<()> {

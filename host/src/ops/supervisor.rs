@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ComponentSource, Config, ConsumerConfig};
 use crate::engine::Engine;
-use crate::keys;
 use crate::ops::fleet::{self, FleetGroup};
 use crate::ops::reload::Reloader;
 use crate::redis::records;
@@ -293,12 +292,13 @@ impl Supervisor {
                 .iter()
                 .map(|(g, c)| (g.clone(), c.dead_letter.clone()))
                 .collect();
+            let registry = self.engine.registry().clone();
             tokio::spawn(async move {
                 let name = |group: &str| {
                     dead_letters
                         .get(group)
                         .cloned()
-                        .unwrap_or_else(|| keys::dead_letter_stream(group))
+                        .unwrap_or_else(|| registry.default_dead_letter_stream(group))
                 };
                 loop {
                     match broker.statistics_with(&name).await {
@@ -327,7 +327,10 @@ impl Supervisor {
                 .map(|p| {
                     (
                         p.name.clone(),
-                        p.address.to_string(),
+                        match &p.cluster {
+                            Some(seeds) => format!("cluster {}", crate::error::List(seeds)),
+                            None => p.address.to_string(),
+                        },
                         p.address
                             .connection_info()
                             .redis_settings()
@@ -456,15 +459,16 @@ async fn advertise(
     mut updates: tokio::sync::watch::Receiver<Component>,
     stop: CancellationToken,
 ) {
-    let Some(pool) = engine.registry().group(&group).map(|g| g.pool.clone()) else {
+    let Some(def) = engine.registry().group(&group).cloned() else {
         return;
     };
+    let pool = def.pool.clone();
     let host = host_id();
     loop {
         let digest = updates.borrow_and_update().digest().to_string();
         if let Ok(mut con) = engine.connection(&pool).await {
             let result =
-                records::advertise_host(&mut con, &group, &host, &digest, ADVERTISE_TTL).await;
+                records::advertise_host(&mut con, &def, &host, &digest, ADVERTISE_TTL).await;
             if let Err(e) = result {
                 tracing::debug!(error = %e, "cannot advertise the running component");
             }
@@ -476,7 +480,7 @@ async fn advertise(
         }
     }
     if let Ok(mut con) = engine.connection(&pool).await {
-        let _ = records::withdraw_host(&mut con, &group, &host).await;
+        let _ = records::withdraw_host(&mut con, &def, &host).await;
     }
 }
 

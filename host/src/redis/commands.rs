@@ -487,8 +487,24 @@ pub(crate) async fn last_id<C: ConnectionLike>(con: &mut C, stream: &str) -> Red
 
 /// Every key starting with `prefix` (`SCAN ... MATCH <escaped prefix>*`) with its string
 /// value.
-pub(crate) async fn values_with_prefix<C: ConnectionLike>(
-    con: &mut C,
+/// True when a cluster client met a server that is not in cluster mode.
+pub(crate) fn is_cluster_disabled(e: &redis::RedisError) -> bool {
+    e.to_string().contains("cluster support disabled")
+}
+
+/// `cluster_state` from `CLUSTER INFO` (`ok` or `fail`).
+pub(crate) async fn cluster_state<C: ConnectionLike>(con: &mut C) -> RedisResult<String> {
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(con).await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster_state:"))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string())
+}
+
+pub(crate) async fn values_with_prefix(
+    con: &mut super::pool::Connection,
     prefix: &str,
 ) -> RedisResult<Vec<(String, String)>> {
     let mut pattern = String::with_capacity(prefix.len() + 1);
@@ -502,14 +518,15 @@ pub(crate) async fn values_with_prefix<C: ConnectionLike>(
     let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
-        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
             .arg("MATCH")
             .arg(&pattern)
             .arg("COUNT")
-            .arg(1000)
-            .query_async(con)
-            .await?;
+            .arg(1000);
+        // On a cluster, the node of the prefix's slot (the prefix carries a hash tag).
+        let (next, page): (u64, Vec<String>) =
+            redis::from_redis_value(con.query_at(&scan, prefix).await?)?;
         keys.extend(page);
         if next == 0 {
             break;

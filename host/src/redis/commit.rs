@@ -19,7 +19,7 @@ const ACK_CHUNK: usize = 1000;
 
 /// The commit script: checks the lock token, then runs the ops (`A` = XADD, `K` = XACK).
 const COMMIT_SOURCE: &str = r#"
-if KEYS[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('BEEHIVE_LOCK_LOST the consumer lock is not held any more')
 end
 local ids = {}
@@ -156,11 +156,17 @@ impl CommitBatch {
         self.ack(event.stream(), group, &[event.id]);
     }
 
-    /// The `EVAL` command of this batch: the script, the keys (the lock key first, empty
-    /// without a lock, then each stream once), the token, then per op its code, key index,
-    /// argument count and arguments.
+    /// The `EVAL` command of this batch: the script, the keys (the lock key first, then
+    /// each stream once), the token (empty without a lock: then the first key is the first
+    /// stream again, so that on a cluster every key names the batch's slot), then per op
+    /// its code, key index, argument count and arguments.
     fn command(&self, lock: Option<(String, String)>) -> redis::Cmd {
-        let (lock_key, token) = lock.unwrap_or_default();
+        let (lock_key, token) = lock.unwrap_or_else(|| {
+            (
+                self.keys.first().cloned().unwrap_or_default(),
+                String::new(),
+            )
+        });
         // EVAL, not EVALSHA: Redis caches the compiled script by its hash either way,
         // and a commit never fails with NOSCRIPT (after a restart or SCRIPT FLUSH),
         // whose retry could apply it after a commit sent later.
@@ -308,11 +314,12 @@ mod tests {
     }
 
     #[test]
-    fn without_a_lock_the_lock_key_and_token_are_empty() {
+    fn without_a_lock_the_token_is_empty_and_the_first_key_a_stream_of_the_batch() {
         let mut commit = CommitBatch::default();
         commit.ack("in", "g", &[EntryId { ms: 1, seq: 0 }]);
         let args = packed(&commit.command(None));
-        assert_eq!(&args[2..6], ["2", "", "in", ""]);
+        // A real key of the batch first: on a cluster, EVAL is routed by its first key.
+        assert_eq!(&args[2..6], ["2", "in", "in", ""]);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+use crate::redis::pool::Connection;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{PoolContext, Result};
@@ -28,7 +28,7 @@ pub(crate) struct Lock {
     key: String,
     token: String,
     pool: String,
-    con: ConnectionManager,
+    con: Connection,
     lost: CancellationToken,
     stop: CancellationToken,
     released: bool,
@@ -40,7 +40,7 @@ impl Lock {
     /// While held, a background task extends the TTL every `ttl / 3`; if the key vanishes,
     /// holds another token, or cannot be refreshed for a whole TTL, [`lost`](Lock::lost) fires.
     pub(crate) async fn acquire(
-        con: ConnectionManager,
+        con: Connection,
         pool: &str,
         key: &str,
         ttl: Duration,
@@ -51,7 +51,7 @@ impl Lock {
     /// [`acquire`](Self::acquire) with a value naming its holder: `<owner>/<random>`
     /// (`keys::lock_value`), so `beehive status` can tell who runs a consumer.
     pub(crate) async fn acquire_as(
-        mut con: ConnectionManager,
+        mut con: Connection,
         pool: &str,
         key: &str,
         ttl: Duration,
@@ -137,7 +137,7 @@ impl Drop for Lock {
 }
 
 async fn refresh(
-    mut con: ConnectionManager,
+    mut con: Connection,
     key: String,
     token: String,
     ttl: Duration,

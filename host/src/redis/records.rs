@@ -9,6 +9,7 @@ use redis::RedisResult;
 use redis::aio::ConnectionLike;
 
 use crate::keys;
+use crate::registry::GroupDef;
 
 /// The hash field of the deployed digest.
 const CURRENT: &str = "current";
@@ -18,10 +19,10 @@ const PREVIOUS: &str = "previous";
 /// The digest deployed for `group`, if any.
 pub(crate) async fn deployed_digest<C: ConnectionLike>(
     con: &mut C,
-    group: &str,
+    group: &GroupDef,
 ) -> RedisResult<Option<String>> {
     redis::cmd("HGET")
-        .arg(keys::component_key(group))
+        .arg(keys::component_key_in(group.tag.as_deref(), &group.name))
         .arg(CURRENT)
         .query_async(con)
         .await
@@ -30,10 +31,10 @@ pub(crate) async fn deployed_digest<C: ConnectionLike>(
 /// The digests deployed for `group`: (current, previous).
 pub(crate) async fn deployed_versions<C: ConnectionLike>(
     con: &mut C,
-    group: &str,
+    group: &GroupDef,
 ) -> RedisResult<(Option<String>, Option<String>)> {
     redis::cmd("HMGET")
-        .arg(keys::component_key(group))
+        .arg(keys::component_key_in(group.tag.as_deref(), &group.name))
         .arg(CURRENT)
         .arg(PREVIOUS)
         .query_async(con)
@@ -43,10 +44,11 @@ pub(crate) async fn deployed_versions<C: ConnectionLike>(
 /// The bytes of the component with this digest, if stored.
 pub(crate) async fn component_bytes<C: ConnectionLike>(
     con: &mut C,
+    group: &GroupDef,
     digest: &str,
 ) -> RedisResult<Option<Vec<u8>>> {
     redis::cmd("GET")
-        .arg(keys::component_bytes_key(digest))
+        .arg(keys::component_bytes_key_in(group.tag.as_deref(), digest))
         .query_async(con)
         .await
 }
@@ -56,16 +58,16 @@ pub(crate) async fn component_bytes<C: ConnectionLike>(
 /// the deploy channel.
 pub(crate) async fn store_deployment<C: ConnectionLike>(
     con: &mut C,
-    group: &str,
+    group: &GroupDef,
     digest: &str,
     bytes: &[u8],
     current: Option<&str>,
 ) -> RedisResult<()> {
-    let key = keys::component_key(group);
+    let key = keys::component_key_in(group.tag.as_deref(), &group.name);
     let mut pipe = redis::pipe();
     pipe.atomic();
     pipe.cmd("SET")
-        .arg(keys::component_bytes_key(digest))
+        .arg(keys::component_bytes_key_in(group.tag.as_deref(), digest))
         .arg(bytes)
         .ignore();
     let hset = pipe.cmd("HSET").arg(&key).arg(CURRENT).arg(digest);
@@ -75,7 +77,7 @@ pub(crate) async fn store_deployment<C: ConnectionLike>(
     hset.ignore();
     pipe.cmd("PUBLISH")
         .arg(keys::DEPLOY_CHANNEL)
-        .arg(group)
+        .arg(&group.name)
         .ignore();
     pipe.query_async(con).await
 }
@@ -84,11 +86,11 @@ pub(crate) async fn store_deployment<C: ConnectionLike>(
 /// withdraws the deployment) and announces it on the deploy channel.
 pub(crate) async fn store_rollback<C: ConnectionLike>(
     con: &mut C,
-    group: &str,
+    group: &GroupDef,
     current: &str,
     previous: Option<&str>,
 ) -> RedisResult<()> {
-    let key = keys::component_key(group);
+    let key = keys::component_key_in(group.tag.as_deref(), &group.name);
     let mut pipe = redis::pipe();
     pipe.atomic();
     match previous {
@@ -107,7 +109,7 @@ pub(crate) async fn store_rollback<C: ConnectionLike>(
     }
     pipe.cmd("PUBLISH")
         .arg(keys::DEPLOY_CHANNEL)
-        .arg(group)
+        .arg(&group.name)
         .ignore();
     pipe.query_async(con).await
 }
@@ -115,13 +117,13 @@ pub(crate) async fn store_rollback<C: ConnectionLike>(
 /// Records that `host` runs `digest` for `group`, for `ttl`.
 pub(crate) async fn advertise_host<C: ConnectionLike>(
     con: &mut C,
-    group: &str,
+    group: &GroupDef,
     host: &str,
     digest: &str,
     ttl: Duration,
 ) -> RedisResult<()> {
     redis::cmd("SET")
-        .arg(keys::host_key(group, host))
+        .arg(keys::host_key_in(group.tag.as_deref(), &group.name, host))
         .arg(digest)
         .arg("PX")
         .arg(ttl.as_millis().max(1) as u64)
@@ -132,21 +134,21 @@ pub(crate) async fn advertise_host<C: ConnectionLike>(
 /// Removes `host`'s record for `group`.
 pub(crate) async fn withdraw_host<C: ConnectionLike>(
     con: &mut C,
-    group: &str,
+    group: &GroupDef,
     host: &str,
 ) -> RedisResult<()> {
     redis::cmd("DEL")
-        .arg(keys::host_key(group, host))
+        .arg(keys::host_key_in(group.tag.as_deref(), &group.name, host))
         .query_async(con)
         .await
 }
 
 /// Every host that advertises a digest for `group`: (host, digest), sorted.
-pub(crate) async fn hosts_of<C: ConnectionLike>(
-    con: &mut C,
-    group: &str,
+pub(crate) async fn hosts_of(
+    con: &mut super::pool::Connection,
+    group: &GroupDef,
 ) -> RedisResult<Vec<(String, String)>> {
-    let prefix = keys::host_key_prefix(group);
+    let prefix = keys::host_key_prefix_in(group.tag.as_deref(), &group.name);
     Ok(super::commands::values_with_prefix(con, &prefix)
         .await?
         .into_iter()
@@ -159,12 +161,12 @@ pub(crate) async fn hosts_of<C: ConnectionLike>(
 /// than ten times `ttl` are removed.
 pub(crate) async fn heartbeat<C: ConnectionLike>(
     con: &mut C,
-    group: &str,
+    group: &GroupDef,
     host: &str,
     ttl: Duration,
 ) -> RedisResult<Vec<String>> {
     let now = super::commands::server_time_ms(con).await?;
-    let key = keys::fleet(group);
+    let key = keys::fleet_in(group.tag.as_deref(), &group.name);
     let ttl_ms = ttl.as_millis() as u64;
     let (_, _, mut live): ((), (), Vec<String>) = redis::pipe()
         .cmd("ZADD")
@@ -188,11 +190,11 @@ pub(crate) async fn heartbeat<C: ConnectionLike>(
 /// Removes `host`'s heartbeat for `group` (it stops running the group).
 pub(crate) async fn leave_fleet<C: ConnectionLike>(
     con: &mut C,
-    group: &str,
+    group: &GroupDef,
     host: &str,
 ) -> RedisResult<()> {
     redis::cmd("ZREM")
-        .arg(keys::fleet(group))
+        .arg(keys::fleet_in(group.tag.as_deref(), &group.name))
         .arg(host)
         .query_async(con)
         .await
@@ -202,11 +204,11 @@ pub(crate) async fn leave_fleet<C: ConnectionLike>(
 /// their last one: (host, age), sorted by host.
 pub(crate) async fn fleet_of<C: ConnectionLike>(
     con: &mut C,
-    group: &str,
+    group: &GroupDef,
 ) -> RedisResult<Vec<(String, Duration)>> {
     let now = super::commands::server_time_ms(con).await?;
     let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
-        .arg(keys::fleet(group))
+        .arg(keys::fleet_in(group.tag.as_deref(), &group.name))
         .arg(0)
         .arg(-1)
         .arg("WITHSCORES")
