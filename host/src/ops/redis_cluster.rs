@@ -38,6 +38,14 @@ impl RedisCluster {
             "nodes.conf",
             "--cluster-node-timeout",
             timeout.as_str(),
+            // A replica may take over however long ago it last heard from its master, and
+            // syncs without writing an RDB file first: failover tests need both.
+            "--cluster-replica-validity-factor",
+            "0",
+            "--repl-diskless-sync",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "0",
         ];
         let mut nodes = Vec::with_capacity(count);
         while nodes.len() < count {
@@ -80,6 +88,9 @@ impl RedisCluster {
             )));
         }
         cluster.wait_ok(Duration::from_secs(30))?;
+        if replicas > 0 {
+            cluster.wait_replicas_synced(Duration::from_secs(30))?;
+        }
         Ok(cluster)
     }
 
@@ -104,6 +115,28 @@ impl RedisCluster {
         }
     }
 
+    /// Waits until every replica's link to its master is up (it holds the master's data).
+    fn wait_replicas_synced(&self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let synced = self.nodes.iter().all(|n| {
+                cli(n.port(), &["INFO", "replication"]).is_ok_and(|info| {
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                })
+            });
+            if synced {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the replicas did not sync with their masters",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The seed addresses (`127.0.0.1:<port>` of every node), for
     /// [`Registry::register_redis_cluster`](crate::Registry::register_redis_cluster).
     pub fn seeds(&self) -> Vec<String> {
@@ -115,58 +148,41 @@ impl RedisCluster {
         &mut self.nodes
     }
 
-    /// The port of the master serving `slot`, as the node on `via` sees it.
+    /// The port of the live master serving `slot`, as the first running node sees it.
     pub fn master_of_slot(&self, slot: u16) -> io::Result<u16> {
         for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
-            let Ok(text) = cli(node.port(), &["CLUSTER", "SHARDS"]) else {
+            let Ok(text) = cli(node.port(), &["CLUSTER", "NODES"]) else {
                 continue;
             };
-            if let Some(port) = master_in_shards(&text, slot) {
+            if let Some(port) = master_in_nodes(&text, slot) {
                 return Ok(port);
             }
         }
         Err(io::Error::other(format!(
-            "no running node knows the master of slot {slot}"
+            "no running node knows a live master of slot {slot}"
         )))
     }
 }
 
-/// From `redis-cli CLUSTER SHARDS` output (one value per line), the port of the master of
-/// the shard whose slot ranges hold `slot`.
-fn master_in_shards(text: &str, slot: u16) -> Option<u16> {
-    // Per shard: "slots", start, end, ..., "nodes", then per node "id", .., "port", p, ..,
-    // "role", r, ...; shards follow each other.
-    let lines: Vec<&str> = text.lines().map(str::trim).collect();
-    let mut i = 0;
-    let mut owns = false;
-    let mut port = None;
-    while i < lines.len() {
-        match lines[i] {
-            "slots" => {
-                owns = false;
-                let mut j = i + 1;
-                while j + 1 < lines.len() && lines[j] != "nodes" {
-                    if let (Ok(a), Ok(b)) = (lines[j].parse::<u16>(), lines[j + 1].parse::<u16>())
-                        && (a..=b).contains(&slot)
-                    {
-                        owns = true;
-                    }
-                    j += 2;
-                }
-                i = j;
-                continue;
-            }
-            "port" => port = lines.get(i + 1).and_then(|p| p.parse().ok()),
-            "role" if owns && lines.get(i + 1) == Some(&"master") => {
-                if let Some(p) = port {
-                    return Some(p);
-                }
-            }
-            _ => {}
+/// From `CLUSTER NODES` (`<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch>
+/// <link> <slot ranges>...`), the port of the master, not failed, whose ranges hold `slot`.
+fn master_in_nodes(text: &str, slot: u16) -> Option<u16> {
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let flags = fields.get(2)?;
+        if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+            return None;
         }
-        i += 1;
-    }
-    None
+        let owns = fields.iter().skip(8).any(|range| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+        });
+        if !owns {
+            return None;
+        }
+        let address = fields.get(1)?.split('@').next()?;
+        address.rsplit_once(':')?.1.parse().ok()
+    })
 }
 
 /// Runs `redis-cli -p <port> <args>` and returns what it printed.
@@ -202,11 +218,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_master_of_a_slot_is_read_from_cluster_shards() {
-        let text = "slots\n0\n5460\nnodes\nid\nabc\nport\n7000\nip\n127.0.0.1\nrole\nmaster\nid\ndef\nport\n7003\nrole\nreplica\nslots\n5461\n10922\nnodes\nid\nx\nport\n7001\nrole\nmaster\n";
-        assert_eq!(master_in_shards(text, 0), Some(7000));
-        assert_eq!(master_in_shards(text, 5460), Some(7000));
-        assert_eq!(master_in_shards(text, 5461), Some(7001));
-        assert_eq!(master_in_shards(text, 16000), None);
+    fn the_master_of_a_slot_is_read_from_cluster_nodes() {
+        let text = "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+                    b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922 12000\n\
+                    c3 127.0.0.1:7002@17002 master,fail - 0 0 3 disconnected 10923-16383\n\
+                    d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected\n";
+        assert_eq!(master_in_nodes(text, 0), Some(7000));
+        assert_eq!(master_in_nodes(text, 5461), Some(7001));
+        assert_eq!(master_in_nodes(text, 12000), Some(7001));
+        assert_eq!(
+            master_in_nodes(text, 16000),
+            None,
+            "a failed master is no master"
+        );
     }
 }
