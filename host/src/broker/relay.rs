@@ -5,7 +5,8 @@
 //! the acknowledgements of the batch that produced them. The relay then, holding the outbox's
 //! lock (`keys::relay_lock`, one relay at a time across hosts):
 //!
-//! 1. reads the oldest page of the outbox,
+//! 1. reads the oldest page of the outbox (the next page is read, and the page before
+//!    deleted, while one is delivered),
 //! 2. per target domain, writes the page's outputs in one script that also records a dedupe
 //!    mark per target stream (so an output written before a crash is skipped, never written
 //!    twice),
@@ -31,8 +32,9 @@ use crate::redis::lock::Lock;
 use crate::redis::outbox::{self, Delivery, Output};
 use crate::registry::{Domain, GroupSlice};
 
-/// How many outputs one relay step moves.
-const PAGE: usize = 500;
+/// How many outputs one relay step moves (its deliver script holds a target's Redis for
+/// about 4 ms at most; larger pages let the relay catch up with consumers of batch 1000).
+const PAGE: usize = 1000;
 /// TTL of the relay lock (refreshed every third of it): a relay that dies hands over to
 /// another host's within this time.
 const LOCK_TTL: Duration = Duration::from_secs(10);
@@ -207,44 +209,117 @@ impl Relay {
     ) -> Result<()> {
         let pool = self.engine.pool(&self.pool)?;
         let mut con = pool.connection().await?;
+        // Pages are read on a connection of the relay's own (the source of most of its
+        // replies' bytes), so they neither queue behind nor hold up the consumers' commits
+        // on the shared one.
+        let name = keys::read_ahead_client_name(&self.group, "relay");
+        let mut reader = outbox::Reader::open(pool.connection_info(), &name, con.clone())
+            .await
+            .pool(&self.pool)?;
         let mut waiter = None;
         let mut stalled = Duration::ZERO;
-        loop {
+        // The settled head of the outbox not yet deleted (below this ID): deleted with the
+        // next read, in the same round trip.
+        let mut trim: Option<EntryId> = None;
+        // The page read while the last one was delivered; `Some(empty)` when there was
+        // nothing more then.
+        let mut ahead: Option<Vec<Output>> = None;
+        let result = loop {
             if cancel.is_cancelled()
                 || lock.lost().is_cancelled()
                 || deadline.is_some_and(|d| Instant::now() >= d)
             {
-                return Ok(());
+                break Ok(());
             }
-            let page = outbox::page(&mut con, &self.outbox, PAGE)
-                .await
-                .pool(&self.pool)?;
+            let page = match ahead.take() {
+                Some(page) if !page.is_empty() => page,
+                _ => {
+                    let page = outbox::trim_and_page(&mut reader, &self.outbox, trim, PAGE)
+                        .await
+                        .pool(&self.pool);
+                    trim = None;
+                    match page {
+                        Ok(page) => page,
+                        Err(e) => break Err(e),
+                    }
+                }
+            };
             if page.is_empty() {
                 if deadline.is_some() {
-                    return Ok(());
+                    break Ok(());
                 }
                 if waiter.is_none() {
-                    waiter = Some(pool.dedicated(BLOCK + Duration::from_secs(5)).await?);
+                    match pool.dedicated(BLOCK + Duration::from_secs(5)).await {
+                        Ok(con) => waiter = Some(con),
+                        Err(e) => break Err(e),
+                    }
                 }
                 let waiting = waiter.as_mut().expect("opened above");
                 tokio::select! {
                     result = outbox::wait_for_entries(waiting, &self.outbox, BLOCK) => {
                         // A failed wait drops the connection: the next step opens another.
-                        result.pool(&self.pool)?;
+                        if let Err(e) = result.pool(&self.pool) {
+                            break Err(e);
+                        }
                     }
-                    _ = cancel.cancelled() => return Ok(()),
-                    _ = lock.lost().cancelled() => return Ok(()),
+                    _ = cancel.cancelled() => break Ok(()),
+                    _ = lock.lost().cancelled() => break Ok(()),
                 }
                 continue;
             }
-            let moved = self.relay_page(&mut con, &page, stalled.is_zero()).await?;
+            // Deliver this page and meanwhile (on the outbox's server) delete the head
+            // settled before and read the next page; not while a target is down.
+            let last = page.last().expect("not empty").id;
+            let read_ahead = stalled.is_zero();
+            let trim_now = if read_ahead { trim.take() } else { None };
+            let (delivered, next) = tokio::join!(self.deliver(&page, stalled.is_zero()), async {
+                if read_ahead {
+                    Some(
+                        outbox::trim_and_page_after(
+                            &mut reader,
+                            &self.outbox,
+                            trim_now,
+                            last,
+                            PAGE,
+                        )
+                        .await
+                        .pool(&self.pool),
+                    )
+                } else {
+                    None
+                }
+            });
+            let settled = self.settle(&mut con, &page, delivered).await;
+            let (moved, below, whole) = match settled {
+                Ok(settled) => settled,
+                Err(e) => break Err(e),
+            };
+            if whole {
+                // The next read deletes this page.
+                trim = below;
+                match next.transpose() {
+                    Ok(next) => ahead = next,
+                    Err(e) => break Err(e),
+                }
+            } else {
+                // Stopped early: what is behind the stop is read again from the head, so
+                // delete the settled part now and drop the page read ahead.
+                if let Some(below) = below.or(trim.take())
+                    && let Err(e) = outbox::trim_below(&mut con, &self.outbox, below)
+                        .await
+                        .pool(&self.pool)
+                {
+                    break Err(e);
+                }
+                trim = None;
+            }
             if moved == 0 {
                 // The head of the outbox cannot move now (a target is down): wait, longer
                 // each time, up to 5 s.
                 stalled = (stalled * 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
                 tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
-                    _ = lock.lost().cancelled() => return Ok(()),
+                    _ = cancel.cancelled() => break Ok(()),
+                    _ = lock.lost().cancelled() => break Ok(()),
                     _ = tokio::time::sleep(stalled) => {}
                 }
             } else {
@@ -253,28 +328,34 @@ impl Relay {
                 }
                 stalled = Duration::ZERO;
             }
+        };
+        // What was settled last leaves the outbox now (else the next relay skips it by its
+        // marks and deletes it then).
+        if let Some(below) = trim
+            && let Err(e) = outbox::trim_below(&mut con, &self.outbox, below).await
+        {
+            tracing::debug!(group = %self.group, error = %e, "cannot delete relayed outbox entries; the next step does");
         }
+        result
     }
 
-    /// Delivers one page: per target domain, in outbox order; stops at the first output
-    /// that cannot be written now. Returns how many outbox entries were settled.
-    async fn relay_page<C: redis::aio::ConnectionLike + Send>(
-        &self,
-        source: &mut C,
-        page: &[Output],
-        first_failure: bool,
-    ) -> Result<usize> {
-        // The prefix of the page that can be delivered: everything up to the first output
-        // whose domain fails. Outputs of one domain go in one script, in order.
-        let mut settled: Vec<EntryId> = Vec::new();
-        let mut refused: Vec<(&Output, String)> = Vec::new();
-        let mut written: BTreeMap<String, u64> = BTreeMap::new();
-        let mut stop_at = page.len();
+    /// Writes one page to its targets: per target domain (the domains in parallel), in
+    /// outbox order; stops at the first output that cannot be written now. Touches only
+    /// the targets.
+    async fn deliver<'p>(&self, page: &'p [Output], first_failure: bool) -> Delivered<'p> {
+        let mut delivered = Delivered {
+            stop_at: page.len(),
+            settled: Vec::new(),
+            refused: Vec::new(),
+            written: BTreeMap::new(),
+        };
         // Per target commit domain (a pool, or a slot of a cluster pool): one script each.
         let mut by_domain: BTreeMap<Domain, Vec<(usize, &Output)>> = BTreeMap::new();
         for (i, output) in page.iter().enumerate() {
             match &output.target {
-                None => refused.push((output, "outbox entry names no target stream".into())),
+                None => delivered
+                    .refused
+                    .push((i, "outbox entry names no target stream".into())),
                 Some(target) => {
                     let domain = self.engine.registry().stream_domain(target, &self.domain);
                     by_domain.entry(domain).or_default().push((i, output));
@@ -282,33 +363,35 @@ impl Relay {
             }
         }
         let mark_field = format!("{}/{}", self.pool, self.outbox);
-        for (domain, outputs) in &by_domain {
+        let results = futures::future::join_all(by_domain.iter().map(|(domain, outputs)| {
+            let mark_field = &mark_field;
             let pool_name = &domain.pool;
-            let only: Vec<&Output> = outputs.iter().map(|(_, o)| *o).collect();
-            let delivered = match self.engine.pool(pool_name) {
-                Ok(pool) => match pool.connection().await {
-                    Ok(mut con) => outbox::deliver(&mut con, &mark_field, &only)
-                        .await
-                        .pool(pool_name),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
-            match delivered {
+            async move {
+                let only: Vec<&Output> = outputs.iter().map(|(_, o)| *o).collect();
+                let pool = self.engine.pool(pool_name)?;
+                let mut con = pool.connection().await?;
+                outbox::deliver(&mut con, mark_field, &only)
+                    .await
+                    .pool(pool_name)
+            }
+        }))
+        .await;
+        for ((domain, outputs), result) in by_domain.iter().zip(results) {
+            let pool_name = &domain.pool;
+            match result {
                 Ok(results) => {
                     for ((i, output), result) in outputs.iter().zip(results) {
                         match result {
-                            Delivery::Written(_) => {
-                                settled.push(output.id);
-                                *written
-                                    .entry(output.target.clone().unwrap_or_default())
-                                    .or_default() += 1;
+                            Delivery::Written => {
+                                delivered.settled.push(*i);
+                                let target = output.target.as_deref().unwrap_or_default();
+                                *delivered.written.entry(target).or_default() += 1;
                             }
-                            Delivery::Skipped => settled.push(output.id),
-                            Delivery::Refused(reason) => refused.push((output, reason)),
+                            Delivery::Skipped => delivered.settled.push(*i),
+                            Delivery::Refused(reason) => delivered.refused.push((*i, reason)),
                             Delivery::Later(reason) => {
                                 tracing::warn!(group = %self.group, pool = %pool_name, %reason, "relay target cannot take outputs now");
-                                stop_at = stop_at.min(*i);
+                                delivered.stop_at = delivered.stop_at.min(*i);
                                 break;
                             }
                         }
@@ -320,24 +403,33 @@ impl Relay {
                     } else {
                         tracing::debug!(group = %self.group, pool = %pool_name, error = %e, "relay target still unreachable");
                     }
-                    stop_at = stop_at.min(outputs[0].0);
+                    delivered.stop_at = delivered.stop_at.min(outputs[0].0);
                 }
             }
         }
+        delivered
+    }
+
+    /// Settles a delivered page in the outbox: dead-letters the refused outputs (each
+    /// leaves the outbox with its move, atomically) and tells who asked what was written.
+    /// Returns how many entries were settled, the ID below which the outbox's head is
+    /// settled (to delete), and whether that is the whole page.
+    async fn settle<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        source: &mut C,
+        page: &[Output],
+        mut delivered: Delivered<'_>,
+    ) -> Result<(usize, Option<EntryId>, bool)> {
+        let stop_at = delivered.stop_at;
         // Entries behind a failed one stay for the next step too, so that a later retry
         // cannot overtake them per target (their marks keep what was written from being
         // written again).
-        let kept = |id: &EntryId| {
-            page.iter()
-                .position(|o| o.id == *id)
-                .is_some_and(|i| i < stop_at)
-        };
-        settled.retain(kept);
-        refused.retain(|(o, _)| kept(&o.id));
-        let mut moved = settled.len();
-        // Refused outputs first: each leaves the outbox with its move to the dead-letter
-        // stream, atomically.
-        for (output, reason) in refused {
+        delivered.settled.retain(|i| *i < stop_at);
+        delivered.refused.retain(|(i, _)| *i < stop_at);
+        delivered.refused.sort_by_key(|(i, _)| *i);
+        let mut moved = delivered.settled.len();
+        for (i, reason) in delivered.refused {
+            let output = &page[i];
             tracing::warn!(group = %self.group, target = ?output.target, %reason, "relay target refused an output; dead-lettering it");
             let reason = format!("relay refused: {reason}");
             let target = output.target.clone().unwrap_or_default();
@@ -360,21 +452,29 @@ impl Relay {
                 .pool(&self.pool)?;
             moved += 1;
         }
-        // Everything before `stop_at` is settled now: trim that head of the outbox in one
-        // command (entries behind a failed one stay, so order per target holds).
-        if stop_at > 0 {
-            let below = page
-                .get(stop_at)
-                .map_or_else(|| page[stop_at - 1].id.successor(), |o| o.id);
-            outbox::trim_below(source, &self.outbox, below)
-                .await
-                .pool(&self.pool)?;
-        }
-        if let Some(delivered) = &self.delivered {
-            for (target, n) in &written {
-                delivered(target, *n);
+        if let Some(report) = &self.delivered {
+            for (target, n) in &delivered.written {
+                report(target, *n);
             }
         }
-        Ok(moved)
+        // Everything before `stop_at` is settled: that head of the outbox can go in one
+        // command (entries behind a failed one stay, so order per target holds).
+        let below = (stop_at > 0).then(|| {
+            page.get(stop_at)
+                .map_or_else(|| page[stop_at - 1].id.successor(), |o| o.id)
+        });
+        Ok((moved, below, stop_at == page.len()))
     }
+}
+
+/// What delivering a page did, by index in the page.
+struct Delivered<'p> {
+    /// The first output that could not be written now (the page's length when none).
+    stop_at: usize,
+    /// Written now or before.
+    settled: Vec<usize>,
+    /// Refused by their target, with the reason.
+    refused: Vec<(usize, String)>,
+    /// How many were written per target stream.
+    written: BTreeMap<&'p str, u64>,
 }

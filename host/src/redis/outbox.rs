@@ -11,9 +11,12 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use redis::{RedisResult, Script, Value};
+
+use super::pool::Connection;
+use redis::{ConnectionInfo, RedisResult, Script, Value};
 
 use super::commands::{self, RawEntry};
+use super::page_reader::PageReader;
 use crate::event::EntryId;
 use crate::keys;
 
@@ -23,65 +26,63 @@ use crate::keys;
 /// deployment survives without being restored from a backup.
 pub const MARK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Delivers outputs in order. KEYS: per output, its target stream and that stream's marks
-/// hash. ARGV: the outbox's mark field, the marks' TTL (ms), then per output its outbox ID,
-/// its field count and its fields. Returns per output the new entry ID, `skip` (written
-/// before), or `ERR <message>` (the target refused it); stops with `RETRY <message>` when
-/// Redis is out of memory (the rest is tried again later, order kept).
+/// Delivers outputs in order. KEYS: per target stream of the page (each once), the stream
+/// and its marks hash. ARGV: the outbox's mark field, the marks' TTL (ms), then per output
+/// the index of its stream's pair in KEYS (0-based), its outbox ID, its field count and its
+/// fields. Returns how many outputs it went through, then per output that was not written
+/// its index (0-based) and `skip` (written before), `ERR <message>` (the target refused it)
+/// or `RETRY <message>` (Redis is out of memory: the script stops there, the rest is tried
+/// again later, order kept). Written outputs are not listed: a page that all goes through
+/// answers with one integer.
 static DELIVER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local function parse(id)
-  local dash = string.find(id, '-', 1, true)
-  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+local function above(id, mark)
+  local dash, mdash = string.find(id, '-', 1, true), string.find(mark, '-', 1, true)
+  local im, mm = tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(mark, 1, mdash - 1))
+  if im ~= mm then return im > mm end
+  return tonumber(string.sub(id, dash + 1)) > tonumber(string.sub(mark, mdash + 1))
 end
 local field, ttl = ARGV[1], ARGV[2]
-local out = {}
--- Per target stream: its marks key, and whether this page has passed its mark (outbox IDs
--- only grow, so once one output is above the mark, every later one is).
-local marks, passed, last = {}, {}, {}
-local i, k = 3, 1
-while i <= #ARGV do
-  local id, n = ARGV[i], tonumber(ARGV[i + 1])
-  local stream = KEYS[k]
-  if marks[stream] == nil then
-    marks[stream] = KEYS[k + 1]
-    local mark = redis.call('HGET', KEYS[k + 1], field)
-    passed[stream] = not mark
-    if mark then
-      local mm, ms = parse(mark)
-      local im, is = parse(id)
-      passed[stream] = im > mm or (im == mm and is > ms)
-      if not passed[stream] then passed[stream] = mark end
-    end
+local out = {0}
+-- Per target stream (by its KEYS pair): the mark while this page has not passed it, or
+-- true once it has (outbox IDs only grow, so once one output is above the mark, every
+-- later one is), and the last outbox ID written to it.
+local passed, last = {}, {}
+local i, done, argc = 3, 0, #ARGV
+while i <= argc do
+  local j, id, n = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
+  local stream = KEYS[2 * j + 1]
+  local p = passed[j]
+  if p == nil then
+    p = redis.call('HGET', KEYS[2 * j + 2], field) or true
+    passed[j] = p
   end
-  local p = passed[stream]
+  if p ~= true and above(id, p) then p = true; passed[j] = true end
   if p ~= true then
-    -- p is the mark: skip outputs at or below it.
-    local mm, ms = parse(p)
-    local im, is = parse(id)
-    if im > mm or (im == mm and is > ms) then passed[stream] = true; p = true end
-  end
-  if p ~= true then
+    out[#out + 1] = done
     out[#out + 1] = 'skip'
   else
-    local r = redis.pcall('XADD', stream, '*', unpack(ARGV, i + 2, i + 1 + n))
+    local r = redis.pcall('XADD', stream, '*', unpack(ARGV, i + 3, i + 2 + n))
     if type(r) == 'table' and r.err then
       if string.sub(r.err, 1, 3) == 'OOM' then
+        out[#out + 1] = done
         out[#out + 1] = 'RETRY ' .. r.err
         break
       end
+      out[#out + 1] = done
       out[#out + 1] = 'ERR ' .. r.err
     else
-      last[stream] = id
-      out[#out + 1] = r
+      last[j] = id
     end
   end
-  i, k = i + 2 + n, k + 2
+  done = done + 1
+  i = i + 3 + n
 end
-for stream, id in pairs(last) do
-  redis.call('HSET', marks[stream], field, id)
-  redis.call('PEXPIRE', marks[stream], ttl)
+out[1] = done
+for j, id in pairs(last) do
+  redis.call('HSET', KEYS[2 * j + 2], field, id)
+  redis.call('PEXPIRE', KEYS[2 * j + 2], ttl)
 end
 return out
 "#,
@@ -130,8 +131,8 @@ impl Output {
 /// What happened to one output of a delivered page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Delivery {
-    /// Written to its target with this entry ID.
-    Written(String),
+    /// Written to its target.
+    Written,
     /// Written before (its mark says so): nothing written now.
     Skipped,
     /// The target refused it (wrong type, ACL, ...): dead-letter it.
@@ -140,14 +141,97 @@ pub(crate) enum Delivery {
     Later(String),
 }
 
-/// The oldest `count` outputs of `outbox`.
-pub(crate) async fn page<C: ConnectionLike>(
-    con: &mut C,
+/// Where the relay reads its outbox: a connection of its own whose replies are parsed by
+/// hand (see [`PageReader`]; pages of outputs are what redis-rs's parser is slowest at), or
+/// the pool's shared connection where that cannot be had (TLS, RESP3).
+pub(crate) enum Reader {
+    /// The relay's own connection.
+    Own(PageReader),
+    /// The pool's shared connection.
+    Shared(Connection),
+}
+
+impl Reader {
+    /// Opens a connection of its own to the server of `info` (named `name`), or settles
+    /// for `shared` when that is not plain TCP with RESP2, or the pool is a cluster.
+    pub(crate) async fn open(
+        info: &ConnectionInfo,
+        name: &str,
+        shared: Connection,
+    ) -> RedisResult<Reader> {
+        if shared.is_cluster() {
+            return Ok(Reader::Shared(shared));
+        }
+        Ok(
+            match PageReader::connect(info, name, super::pool::RESPONSE_TIMEOUT).await? {
+                Some(own) => Reader::Own(own),
+                None => Reader::Shared(shared),
+            },
+        )
+    }
+}
+
+/// Deletes the settled head of `outbox` below `trim` (when given: `XTRIM MINID`) and reads
+/// the oldest `count` outputs left, in one round trip.
+pub(crate) async fn trim_and_page(
+    reader: &mut Reader,
     outbox: &str,
+    trim: Option<EntryId>,
     count: usize,
 ) -> RedisResult<Vec<Output>> {
-    Ok(commands::range(con, outbox, "-", count)
-        .await?
+    trim_and_range(reader, outbox, trim, "-", count).await
+}
+
+/// Deletes the settled head of `outbox` below `trim` (when given) and reads up to `count`
+/// outputs after `after`, in one round trip: the relay's read-ahead of its next page.
+pub(crate) async fn trim_and_page_after(
+    reader: &mut Reader,
+    outbox: &str,
+    trim: Option<EntryId>,
+    after: EntryId,
+    count: usize,
+) -> RedisResult<Vec<Output>> {
+    let start = after.successor().to_string();
+    trim_and_range(reader, outbox, trim, &start, count).await
+}
+
+async fn trim_and_range(
+    reader: &mut Reader,
+    outbox: &str,
+    trim: Option<EntryId>,
+    start: &str,
+    count: usize,
+) -> RedisResult<Vec<Output>> {
+    let mut range = redis::cmd("XRANGE");
+    range
+        .arg(outbox)
+        .arg(start)
+        .arg("+")
+        .arg("COUNT")
+        .arg(count);
+    let value = match reader {
+        Reader::Own(own) => {
+            // Both are queued now, in this order, and go out together.
+            let trim = trim.map(|below| commands::xtrim_minid(outbox, below));
+            let trimmed = trim.as_ref().map(|trim| own.send(trim));
+            let value = own.send(&range);
+            if let Some(trimmed) = trimmed {
+                trimmed.await?;
+            }
+            value.await?
+        }
+        Reader::Shared(con) => {
+            let mut pipe = redis::pipe();
+            if let Some(below) = trim {
+                pipe.add_command(commands::xtrim_minid(outbox, below))
+                    .ignore();
+            }
+            pipe.add_command(range);
+            let (value,): (Value,) = pipe.query_async(con).await?;
+            value
+        }
+    };
+    Ok(commands::parse_entries(value)?
         .into_iter()
         .map(Output::from_raw)
         .collect())
@@ -167,7 +251,8 @@ pub(crate) async fn wait_for_entries<C: ConnectionLike>(
 }
 
 /// Writes `outputs` (all of one commit domain, each with a target) in order, atomically,
-/// skipping those the marks say were written; `mark_field` names the outbox.
+/// skipping those the marks say were written; `mark_field` names the outbox. Returns what
+/// happened to each, in order.
 pub(crate) async fn deliver<C: ConnectionLike>(
     con: &mut C,
     mark_field: &str,
@@ -175,34 +260,65 @@ pub(crate) async fn deliver<C: ConnectionLike>(
 ) -> RedisResult<Vec<Delivery>> {
     let mut invocation = DELIVER.prepare_invoke();
     invocation.arg(mark_field).arg(MARK_TTL.as_millis() as u64);
+    // Each target stream (and its marks hash) once in KEYS; outputs name theirs by index.
+    let mut streams: Vec<&str> = Vec::new();
     for output in outputs {
         let target = output.target.as_deref().unwrap_or_default();
-        invocation.key(target).key(keys::relay_marks(target));
+        let index = match streams.iter().position(|s| *s == target) {
+            Some(index) => index,
+            None => {
+                streams.push(target);
+                invocation.key(target).key(keys::relay_marks(target));
+                streams.len() - 1
+            }
+        };
         invocation
+            .arg(index)
             .arg(output.id.to_string())
             .arg(2 * output.fields.len());
         for (k, v) in &output.fields {
             invocation.arg(k).arg(v);
         }
     }
-    let replies: Vec<String> = invocation.invoke_async(con).await?;
-    let mut out: Vec<Delivery> = replies
-        .into_iter()
-        .map(|r| {
-            if r == "skip" {
-                Delivery::Skipped
-            } else if let Some(e) = r.strip_prefix("ERR ") {
-                Delivery::Refused(e.to_string())
-            } else if let Some(e) = r.strip_prefix("RETRY ") {
-                Delivery::Later(e.to_string())
-            } else {
-                Delivery::Written(r)
+    let reply: Vec<Value> = invocation.invoke_async(con).await?;
+    parse_deliveries(reply, outputs.len())
+}
+
+/// Reads the deliver script's answer (see [`DELIVER`]) into one [`Delivery`] per output.
+fn parse_deliveries(reply: Vec<Value>, n: usize) -> RedisResult<Vec<Delivery>> {
+    let bad = |what: String| {
+        redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unexpected deliver reply",
+            what,
+        ))
+    };
+    let mut reply = reply.into_iter();
+    let done = match reply.next() {
+        Some(Value::Int(done)) if (0..=n as i64).contains(&done) => done as usize,
+        other => return Err(bad(format!("count: {other:?}"))),
+    };
+    let mut out = vec![Delivery::Written; done];
+    // Outputs the script did not go through (it stopped to retry) wait, order kept.
+    out.resize(n, Delivery::Later("not tried".into()));
+    while let (Some(index), Some(status)) = (reply.next(), reply.next()) {
+        let index = match index {
+            Value::Int(i) => usize::try_from(i).ok().filter(|i| *i < n),
+            _ => None,
+        }
+        .ok_or_else(|| bad(format!("index {index:?} of {n}")))?;
+        let status = commands::string(status)?;
+        if status == "skip" {
+            out[index] = Delivery::Skipped;
+        } else if let Some(e) = status.strip_prefix("ERR ") {
+            out[index] = Delivery::Refused(e.to_string());
+        } else if let Some(e) = status.strip_prefix("RETRY ") {
+            for later in &mut out[index..] {
+                *later = Delivery::Later(e.to_string());
             }
-        })
-        .collect();
-    // The script stops at the first output it must retry: the rest wait too.
-    if let Some(Delivery::Later(reason)) = out.last().cloned() {
-        out.resize(outputs.len(), Delivery::Later(reason));
+        } else {
+            return Err(bad(format!("status {status}")));
+        }
     }
     Ok(out)
 }
@@ -231,4 +347,51 @@ pub(crate) async fn backlog<C: ConnectionLike>(
     }
     let oldest = commands::range(con, outbox, "-", 1).await?;
     Ok((length, oldest.first().map(|e| e.id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_page_that_all_went_through_is_one_count() {
+        let out = parse_deliveries(vec![Value::Int(3)], 3).unwrap();
+        assert_eq!(out, vec![Delivery::Written; 3]);
+    }
+
+    #[test]
+    fn skipped_refused_and_retried_outputs_are_listed_by_index() {
+        let reply = vec![
+            Value::Int(3),
+            Value::Int(0),
+            bulk("skip"),
+            Value::Int(2),
+            bulk("ERR WRONGTYPE no"),
+            Value::Int(3),
+            bulk("RETRY OOM full"),
+        ];
+        let out = parse_deliveries(reply, 5).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Delivery::Skipped,
+                Delivery::Written,
+                Delivery::Refused("WRONGTYPE no".into()),
+                Delivery::Later("OOM full".into()),
+                Delivery::Later("OOM full".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_reply_is_an_error() {
+        assert!(parse_deliveries(vec![], 1).is_err());
+        assert!(parse_deliveries(vec![Value::Int(2)], 1).is_err());
+        assert!(parse_deliveries(vec![Value::Int(1), Value::Int(5), bulk("skip")], 1).is_err());
+        assert!(parse_deliveries(vec![Value::Int(1), Value::Int(0), bulk("what")], 1).is_err());
+    }
 }

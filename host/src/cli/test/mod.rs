@@ -3,7 +3,7 @@
 //! did with each event against an expectation file.
 //!
 //! - **Input**: JSON lines as `beehive tail --json` and `beehive record` print them (see
-//!   [`input::read_events`]); `deliveries` is optional.
+//!   [`input::stream_events`]); `deliveries` is optional.
 //! - **Sandbox**: the same [`WasmEngine`] and [`WasmHandler`] as `beehive run`, with
 //!   [`GuestSettings`] from the flags (`--publish`, `--timeout`, `--memory`,
 //!   `--max-publishes`, defaulting as the config file does). One instance serves every
@@ -27,22 +27,25 @@
 mod capture;
 mod input;
 mod record;
+mod text;
 
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
 use self::capture::{Capture, Refusals};
-use self::input::Input;
-use self::record::{DiffLine, Published, Record};
+use self::input::Block;
+use self::record::{DiffLine, Expectations, Matched, Record};
 use super::{CommandResult, Failure};
-use crate::consumer::{BatchError, BatchHandler, Observer, Outcome};
-use crate::event::{Event, NewEvent, json};
+use crate::consumer::{BatchError, BatchHandler, Decision, Observer, Outcome};
+use crate::event::{EntryId, Event, NewEvent};
 use crate::runtime::{GuestSettings, WasmEngine, WasmHandler};
 
 /// Arguments of `beehive test`.
@@ -138,22 +141,35 @@ pub(super) async fn run(args: TestArgs) -> CommandResult {
             )));
         }
     }
-    let inputs = input::read_events(&args.events)?;
+    // The events are read on a thread of their own and run as they come: reading overlaps
+    // running, and what each call did is compared (or written) here while the next run.
+    let (to_runner, blocks) = std::sync::mpsc::sync_channel(AHEAD);
+    let events_path = args.events.clone();
+    let reader = std::thread::spawn(move || input::stream_events(&events_path, &to_runner));
     let expect_path = args
         .expect
         .clone()
         .unwrap_or_else(|| default_expectation(&args.events));
-    // The expectations are read on a thread of their own while the component loads and
-    // runs (on 2 cores, reading 100,000 expectations costs about as much as running them).
+    // So are the expectations, while the component loads.
     let expected = (!args.update).then(|| {
         let path = expect_path.clone();
-        std::thread::spawn(move || record::read_expectations(&path))
+        std::thread::spawn(move || Expectations::read(&path))
     });
-    let wasm = WasmEngine::new()
-        .map_err(|e| Failure::Runtime(format!("cannot start the WebAssembly engine: {e:#}")))?;
-    let component = wasm
-        .load_file(&args.component)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+    // A bad events file is reported before a bad component, as when it was read first.
+    let loaded = WasmEngine::new()
+        .map_err(|e| Failure::Runtime(format!("cannot start the WebAssembly engine: {e:#}")))
+        .and_then(|wasm| {
+            wasm.load_file(&args.component)
+                .map_err(|e| Failure::Usage(e.to_string()))
+        });
+    let component = match loaded {
+        Ok(component) => component,
+        Err(failure) => {
+            let bad_line = blocks.iter().find_map(Result::err);
+            let _ = reader.join();
+            return Err(bad_line.unwrap_or(failure));
+        }
+    };
     let refusals = Arc::new(Refusals::default());
     let settings = GuestSettings {
         group: "test".into(),
@@ -165,57 +181,70 @@ pub(super) async fn run(args: TestArgs) -> CommandResult {
     };
     let handler = WasmHandler::new(component, settings, "test");
     let count = usize::try_from(args.count).unwrap_or(usize::MAX);
-    let started = Instant::now();
-    let (records, calls) = run_isolated(handler, &inputs, count, refusals)?;
-    let took = started.elapsed();
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "ran {} events in {calls} calls of up to {count} in {:.2}s",
-        inputs.len(),
-        took.as_secs_f64()
-    );
     let expected = match expected {
         None => None,
         Some(reading) => Some(
             reading
                 .join()
-                .map_err(|_| Failure::Runtime("reading the expectations panicked".into()))??,
+                .map_err(|_| Failure::Runtime("reading the expectations panicked".into()))?,
         ),
     };
-    let (passed, failed) = match expected {
-        None => {
-            record::write_expectations(&expect_path, &records)?;
-            for (input, record) in inputs.iter().zip(&records) {
-                if record.outcome.starts_with("batch failed") {
-                    eprintln!(
-                        "note: {}:{} ({}): {}",
-                        args.events.display(),
-                        input.line,
-                        record.id,
-                        record.outcome.lines().next().unwrap_or("")
-                    );
-                }
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut results = match expected {
+        None => Results::Update {
+            lines: Vec::new(),
+            notes: Vec::new(),
+        },
+        Some(Ok(expected)) => Results::Compare(Box::new(Comparison {
+            expected,
+            report: Vec::new(),
+            events_path: &args.events,
+            color,
+            passed: 0,
+            failed: 0,
+        })),
+        Some(Err(failure)) => Results::Unreadable(failure),
+    };
+    let started = Instant::now();
+    let ran = run_isolated(handler, blocks, count, refusals, |ran| {
+        results.add(ran, count)
+    });
+    let took = started.elapsed();
+    if reader.join().is_err() {
+        return Err(Failure::Runtime("reading the events panicked".into()));
+    }
+    let (events, calls) = ran?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "ran {events} events in {calls} calls of up to {count} in {:.2}s",
+        took.as_secs_f64()
+    );
+    let (passed, failed) = match results {
+        Results::Unreadable(failure) => return Err(failure),
+        Results::Update { lines, notes } => {
+            record::write_expectations(&expect_path, &lines)?;
+            for (line, id, outcome) in notes {
+                eprintln!(
+                    "note: {}:{line} ({id}): {}",
+                    args.events.display(),
+                    outcome.lines().next().unwrap_or("")
+                );
             }
             let _ = writeln!(
                 out,
-                "wrote {} expectations to {}",
-                records.len(),
+                "wrote {events} expectations to {}",
                 expect_path.display()
             );
-            (records.len(), 0)
+            (events, 0)
         }
-        Some(expected) => {
-            let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            compare(
-                &mut out,
-                &inputs,
-                &records,
-                expected,
-                &args.events,
-                &expect_path,
-                color,
-            )
+        Results::Compare(mut comparison) => {
+            comparison.finish();
+            if let Some(failure) = comparison.expected.error() {
+                return Err(failure);
+            }
+            let _ = out.write_all(&comparison.report);
+            (comparison.passed, comparison.failed)
         }
     };
     let _ = writeln!(out, "{passed} passed, {failed} failed");
@@ -230,16 +259,170 @@ pub(super) async fn run(args: TestArgs) -> CommandResult {
     Ok(())
 }
 
+/// Blocks of events read ahead of the runner.
+const AHEAD: usize = 64;
+
+/// Batches run ahead of their comparison.
+const RESULTS_AHEAD: usize = 64;
+
+/// What one call did, as the runner hands it over.
+struct Ran {
+    /// The events of the batch: ID and line in the events file.
+    ids: Vec<(EntryId, usize)>,
+    /// The outcomes and publishes, or the text of the failure of the batch.
+    decision: Result<Decision, String>,
+    /// What the handler logged during the call.
+    logs: Vec<String>,
+    /// The refused publishes of the call.
+    refused: Vec<String>,
+}
+
+/// What becomes of the results: an expectation file, or a comparison.
+enum Results<'a> {
+    /// `--update`: the expectation lines, and the events of failed batches to note.
+    Update {
+        lines: Vec<u8>,
+        notes: Vec<(usize, String, String)>,
+    },
+    Compare(Box<Comparison<'a>>),
+    /// The expectation file could not be read: reported after the run.
+    Unreadable(Failure),
+}
+
+impl Results<'_> {
+    /// Adds the records of one call's events.
+    fn add(&mut self, ran: Ran, count: usize) {
+        if let Results::Unreadable(_) = self {
+            return;
+        }
+        let (outcomes, publishes): (Vec<Cow<'_, str>>, &[NewEvent]) = match &ran.decision {
+            Ok(decision) => (
+                decision.outcomes.iter().map(outcome_text).collect(),
+                &decision.publishes,
+            ),
+            Err(text) => (vec![Cow::Borrowed(text.as_str()); ran.ids.len()], &[]),
+        };
+        let mut line = Vec::with_capacity(256);
+        let mut id = String::with_capacity(40);
+        for (i, ((entry, at), outcome)) in ran.ids.iter().zip(&outcomes).enumerate() {
+            id.clear();
+            let _ = write!(id, "{entry}");
+            let first = i == 0;
+            line.clear();
+            text::write_record(
+                &mut line,
+                &id,
+                outcome,
+                if first { publishes } else { &[] },
+                if first { &ran.logs } else { &[] },
+                if first { &ran.refused } else { &[] },
+                (count > 1 && first).then_some(ran.ids.len()),
+            );
+            match self {
+                Results::Update { lines, notes } => {
+                    lines.extend_from_slice(&line);
+                    lines.push(b'\n');
+                    if ran.decision.is_err() {
+                        notes.push((*at, id.clone(), outcome.to_string()));
+                    }
+                }
+                Results::Compare(comparison) => comparison.check(&id, *at, &line),
+                Results::Unreadable(_) => {}
+            }
+        }
+    }
+}
+
+/// Compares each event's record with its expectation (matched by ID, in order among equal
+/// IDs) and writes a diff per mismatch to `report`.
+struct Comparison<'a> {
+    expected: Expectations,
+    report: Vec<u8>,
+    events_path: &'a Path,
+    color: bool,
+    /// Events that match.
+    passed: usize,
+    /// Events that do not match, and expectations no event matched.
+    failed: usize,
+}
+
+impl Comparison<'_> {
+    /// Checks the event `id` (line `at` of the events file) whose expectation line is
+    /// `actual`.
+    fn check(&mut self, id: &str, at: usize, actual: &[u8]) {
+        let (expectation, number) = match self.expected.take(id, actual) {
+            Some(Matched::Same) => {
+                self.passed += 1;
+                return;
+            }
+            // Not a record: the run ends with that error, the report is not shown.
+            Some(Matched::Bad) => return,
+            Some(Matched::Read(record, number)) => (Some(record), Some(number)),
+            None => (None, None),
+        };
+        let actual: Record =
+            serde_json::from_slice(actual).expect("a record reads back from its line");
+        if expectation.as_ref() == Some(&actual) {
+            self.passed += 1;
+            return;
+        }
+        self.failed += 1;
+        let out = &mut self.report;
+        let place = match number {
+            Some(line) => format!("{}:{line}", self.expected.path().display()),
+            None => "no expectation".into(),
+        };
+        let _ = writeln!(
+            out,
+            "FAIL {} ({}:{at}; {place})",
+            actual.id,
+            self.events_path.display(),
+        );
+        let expected_lines = expectation.map(|e| e.lines()).unwrap_or_default();
+        let actual_lines = actual.lines();
+        for line in record::diff(&expected_lines, &actual_lines) {
+            let _ = match line {
+                DiffLine::Same(text) => writeln!(out, "    {text}"),
+                DiffLine::Expected(text) => {
+                    writeln!(out, "{}", paint(self.color, "31", "  - ", text))
+                }
+                DiffLine::Actual(text) => {
+                    writeln!(out, "{}", paint(self.color, "32", "  + ", text))
+                }
+            };
+        }
+    }
+
+    /// Reports the expectations no event matched.
+    fn finish(&mut self) {
+        for (record, number) in self.expected.left() {
+            self.failed += 1;
+            let _ = writeln!(
+                self.report,
+                "FAIL {} ({}:{number}: no such event in {})",
+                record.id,
+                self.expected.path().display(),
+                self.events_path.display()
+            );
+            for text in record.lines() {
+                let _ = writeln!(self.report, "{}", paint(self.color, "31", "  - ", &text));
+            }
+        }
+    }
+}
+
 /// Runs every batch on a thread of its own, with a current-thread runtime (so the tasks
 /// that forward guest stdout run there too) whose tracing dispatcher captures guest logs
-/// and refusals; other warnings still go to stderr. Returns the records and the number of
-/// calls.
+/// and refusals; other warnings still go to stderr. Events come from `blocks`, in batches
+/// of `count`; what each call did goes to `add`, on this thread, while the next ones run.
+/// Returns the number of events and of calls, or the bad line of the events file.
 fn run_isolated(
     handler: WasmHandler,
-    inputs: &[Input],
+    blocks: Receiver<Result<Block, Failure>>,
     count: usize,
     refusals: Arc<Refusals>,
-) -> Result<(Vec<Record>, usize), Failure> {
+    mut add: impl FnMut(Ran),
+) -> Result<(usize, usize), Failure> {
     let capture = Capture::default();
     let printed = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -250,70 +433,91 @@ fn run_isolated(
         .with(capture.clone())
         .with(printed);
     let dispatch = tracing::Dispatch::new(subscriber);
+    let (to_results, results) = std::sync::mpsc::sync_channel(RESULTS_AHEAD);
     std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                let _default = tracing::dispatcher::set_default(&dispatch);
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| Failure::Runtime(format!("cannot start a runtime: {e}")))?;
-                Ok(runtime.block_on(run_batches(handler, inputs, count, &capture, &refusals)))
-            })
+        let runner = scope.spawn(move || {
+            let _default = tracing::dispatcher::set_default(&dispatch);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::Runtime(format!("cannot start a runtime: {e}")))?;
+            runtime.block_on(run_batches(
+                handler, blocks, count, &capture, &refusals, to_results,
+            ))
+        });
+        for ran in results {
+            add(ran);
+        }
+        runner
             .join()
             .unwrap_or_else(|_| Err(Failure::Runtime("the test runner panicked".into())))
     })
 }
 
+/// Runs the events of `blocks` in batches of `count` and sends what each call did to
+/// `to`. Blocks between calls only where the old runner took the next batch (no await
+/// between calls: guest output forwarded late lands in the next call, as before).
 async fn run_batches(
     mut handler: WasmHandler,
-    inputs: &[Input],
+    blocks: Receiver<Result<Block, Failure>>,
     count: usize,
     capture: &Capture,
     refusals: &Refusals,
-) -> (Vec<Record>, usize) {
-    let events: Vec<Event> = inputs.iter().map(|input| input.event.clone()).collect();
-    let mut records = Vec::with_capacity(events.len());
-    let mut calls = 0;
-    for batch in events.chunks(count) {
+    to: SyncSender<Ran>,
+) -> Result<(usize, usize), Failure> {
+    let mut events: Vec<Event> = Vec::new();
+    let mut lines: Vec<usize> = Vec::new();
+    let mut start = 0;
+    let mut read_all = false;
+    let (mut total, mut calls) = (0, 0);
+    loop {
+        while !read_all && events.len() - start < count {
+            match blocks.recv() {
+                Ok(Ok(block)) => {
+                    events.drain(..start);
+                    lines.drain(..start);
+                    start = 0;
+                    events.extend(block.events);
+                    lines.extend(block.lines);
+                }
+                Ok(Err(bad_line)) => return Err(bad_line),
+                Err(_) => read_all = true,
+            }
+        }
+        let n = (events.len() - start).min(count);
+        if n == 0 {
+            return Ok((total, calls));
+        }
+        let batch = &events[start..start + n];
         capture.take();
         refusals.take();
         let result = handler.handle(batch).await;
         calls += 1;
+        total += n;
         let captured = capture.take();
         let refused = capture::refused(captured.refused_streams, refusals.take());
-        let (outcomes, publishes): (Vec<String>, Vec<Published>) = match result {
-            Ok(decision) => (
-                decision.outcomes.iter().map(outcome_text).collect(),
-                decision.publishes.iter().map(published).collect(),
-            ),
-            Err(error) => {
-                let text = failure_text(&error);
-                (vec![text; batch.len()], Vec::new())
-            }
+        let ran = Ran {
+            ids: batch
+                .iter()
+                .map(|e| e.entry_id())
+                .zip(lines[start..start + n].iter().copied())
+                .collect(),
+            decision: result.map_err(|error| failure_text(&error)),
+            logs: captured.logs,
+            refused,
         };
-        let mut publishes = Some(publishes);
-        let mut logs = Some(captured.logs);
-        let mut refused = Some(refused);
-        for (i, (event, outcome)) in batch.iter().zip(outcomes).enumerate() {
-            records.push(Record {
-                id: event.id(),
-                outcome,
-                publishes: publishes.take().unwrap_or_default(),
-                logs: logs.take().unwrap_or_default(),
-                refused: refused.take().unwrap_or_default(),
-                batch: (count > 1 && i == 0).then_some(batch.len()),
-            });
+        start += n;
+        if to.send(ran).is_err() {
+            return Ok((total, calls));
         }
     }
-    (records, calls)
 }
 
-fn outcome_text(outcome: &Outcome) -> String {
+fn outcome_text(outcome: &Outcome) -> Cow<'static, str> {
     match outcome {
-        Outcome::Ack => "ack".into(),
-        Outcome::Retry(reason) => format!("retry: {reason}"),
-        Outcome::DeadLetter(reason) => format!("dead-letter: {reason}"),
+        Outcome::Ack => Cow::Borrowed("ack"),
+        Outcome::Retry(reason) => format!("retry: {reason}").into(),
+        Outcome::DeadLetter(reason) => format!("dead-letter: {reason}").into(),
     }
 }
 
@@ -365,84 +569,6 @@ fn without_backtrace(message: &str) -> String {
         }
     }
     kept
-}
-
-fn published(event: &NewEvent) -> Published {
-    Published {
-        stream: event.stream.clone(),
-        body: event.body.as_deref().map(json::body_to_json),
-        meta: event.meta.iter().cloned().collect(),
-    }
-}
-
-/// Compares `records` with `expected` (matched by ID, in order among equal IDs), prints a
-/// diff per mismatch and returns how many passed and how many failed: events that do not
-/// match, and expectations no event matched.
-fn compare(
-    out: &mut impl Write,
-    inputs: &[Input],
-    records: &[Record],
-    expected: Vec<record::Expected>,
-    events_path: &Path,
-    expect_path: &Path,
-    color: bool,
-) -> (usize, usize) {
-    let mut by_id: HashMap<String, VecDeque<record::Expected>> = HashMap::new();
-    for expectation in expected {
-        by_id
-            .entry(expectation.record.id.clone())
-            .or_default()
-            .push_back(expectation);
-    }
-    let mut failed = 0;
-    let mut mismatched = 0;
-    for (input, actual) in inputs.iter().zip(records) {
-        let expectation = by_id.get_mut(&actual.id).and_then(VecDeque::pop_front);
-        if let Some(expectation) = &expectation
-            && expectation.record == *actual
-        {
-            continue;
-        }
-        failed += 1;
-        mismatched += 1;
-        let at = match &expectation {
-            Some(e) => format!("{}:{}", expect_path.display(), e.line),
-            None => "no expectation".into(),
-        };
-        let _ = writeln!(
-            out,
-            "FAIL {} ({}:{}; {at})",
-            actual.id,
-            events_path.display(),
-            input.line
-        );
-        let expected_lines = expectation.map(|e| e.record.lines()).unwrap_or_default();
-        let actual_lines = actual.lines();
-        for line in record::diff(&expected_lines, &actual_lines) {
-            let _ = match line {
-                DiffLine::Same(text) => writeln!(out, "    {text}"),
-                DiffLine::Expected(text) => writeln!(out, "{}", paint(color, "31", "  - ", text)),
-                DiffLine::Actual(text) => writeln!(out, "{}", paint(color, "32", "  + ", text)),
-            };
-        }
-    }
-    let mut left: Vec<record::Expected> = by_id.into_values().flatten().collect();
-    left.sort_by_key(|e| e.line);
-    for expectation in left {
-        failed += 1;
-        let _ = writeln!(
-            out,
-            "FAIL {} ({}:{}: no such event in {})",
-            expectation.record.id,
-            expect_path.display(),
-            expectation.line,
-            events_path.display()
-        );
-        for text in expectation.record.lines() {
-            let _ = writeln!(out, "{}", paint(color, "31", "  - ", &text));
-        }
-    }
-    (records.len() - mismatched, failed)
 }
 
 fn paint(color: bool, code: &str, prefix: &str, text: &str) -> String {

@@ -2,13 +2,15 @@
 //! publishes the host refused — as compared, shown in diffs and written to the expectation
 //! file (one JSON object per line).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::super::Failure;
+use super::text;
 
 /// One event's result, and one line of the expectation file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,59 +102,227 @@ fn push_text(lines: &mut Vec<String>, head: &str, text: &str) {
     }
 }
 
-/// An expectation with the line it came from.
-pub(super) struct Expected {
-    pub(super) record: Record,
-    pub(super) line: usize,
+/// The expectation file: its lines, each matched by ID to at most one event.
+///
+/// Lines are read as JSON only when needed: a line that is byte for byte the line the
+/// event's result makes (as `--update` wrote it) matches without being read; any other
+/// line is read as a [`Record`] and compared as one, so a line that says the same in other
+/// words (spacing, key order) matches too. Every line not matched byte for byte is read,
+/// so a line that is not a record is still an error (see [`Expectations::error`]).
+pub(super) struct Expectations {
+    path: PathBuf,
+    text: String,
+    lines: Vec<Line>,
+    /// Where the first line not yet matched may be (expectations usually follow the
+    /// events, so the next event's usually is the first one left).
+    cursor: usize,
+    /// The lines not yet matched of each ID, in order; built at the first event whose
+    /// expectation is not at the cursor.
+    by_id: Option<HashMap<String, VecDeque<usize>>>,
+    /// The first bad line found: its number and the error.
+    bad: Option<(usize, Failure)>,
 }
 
-/// Reads an expectation file; a line that is not a record is bad usage, named `file:line`.
-pub(super) fn read_expectations(path: &Path) -> Result<Vec<Expected>, Failure> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Failure::Usage(format!(
-                "no expectation file {}: write it with --update (or name another with --expect)",
-                path.display()
-            )));
+struct Line {
+    /// Where the line is in the text.
+    range: Range<usize>,
+    /// Its line number, from 1.
+    number: usize,
+    /// Where its ID is in the text, when it was taken from the text; otherwise the ID is
+    /// the record's, and a line that is not a record has none (it matches nothing).
+    id: Option<Range<usize>>,
+    /// The line read as a record, once it was.
+    record: Option<Box<Record>>,
+    /// Matched to an event.
+    taken: bool,
+}
+
+impl Line {
+    /// The line's ID; `text` is the expectation file.
+    fn id<'a>(&'a self, text: &'a str) -> Option<&'a str> {
+        match (&self.id, &self.record) {
+            (Some(range), _) => text.get(range.clone()),
+            (None, Some(record)) => Some(&record.id),
+            (None, None) => None,
         }
-        Err(e) => {
-            return Err(Failure::Usage(format!(
-                "cannot read the expectation file {}: {e}",
-                path.display()
-            )));
+    }
+}
+
+/// An expectation matched to an event: its line number, and the record when the line is
+/// not the event's line byte for byte.
+pub(super) enum Matched {
+    /// The line is the event's result, as `--update` writes it.
+    Same,
+    /// The line read as a record, and its line number.
+    Read(Record, usize),
+    /// The line is not a record (see [`Expectations::error`]).
+    Bad,
+}
+
+impl Expectations {
+    /// Reads an expectation file: a missing or unreadable file is bad usage.
+    pub(super) fn read(path: &Path) -> Result<Expectations, Failure> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Failure::Usage(format!(
+                    "no expectation file {}: write it with --update (or name another with --expect)",
+                    path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(Failure::Usage(format!(
+                    "cannot read the expectation file {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let mut expectations = Expectations {
+            path: path.to_path_buf(),
+            text: String::new(),
+            lines: Vec::new(),
+            cursor: 0,
+            by_id: None,
+            bad: None,
+        };
+        for (index, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            // `line` (and its ID) are parts of `text`.
+            let offset = |part: &str| part.as_ptr() as usize - text.as_ptr() as usize;
+            let start = offset(line);
+            let mut entry = Line {
+                range: start..start + line.len(),
+                number: index + 1,
+                id: text::line_id(line).map(|id| offset(id)..offset(id) + id.len()),
+                record: None,
+                taken: false,
+            };
+            if entry.id.is_none() {
+                match expectations.parse(line, entry.number) {
+                    Some(record) => entry.record = Some(Box::new(record)),
+                    None => entry.taken = true,
+                }
+            }
+            expectations.lines.push(entry);
         }
-    };
-    let mut expected = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+        expectations.text = text;
+        Ok(expectations)
+    }
+
+    /// The expectation file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `line` as a record; `None` for a line that is not one (kept as the error when it
+    /// is the first such line).
+    fn parse(&mut self, line: &str, number: usize) -> Option<Record> {
+        match serde_json::from_str::<Record>(line) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                if self.bad.as_ref().is_none_or(|(first, _)| number < *first) {
+                    self.bad = Some((
+                        number,
+                        Failure::Usage(format!(
+                            "{}:{number}: expected a record such as {{\"id\": \"1-0\", \"outcome\": \"ack\", \"publishes\": [], \"logs\": []}}: {e}",
+                            self.path.display(),
+                        )),
+                    ));
+                }
+                None
+            }
         }
-        let record: Record = serde_json::from_str(line).map_err(|e| {
-            Failure::Usage(format!(
-                "{}:{}: expected a record such as {{\"id\": \"1-0\", \"outcome\": \"ack\", \"publishes\": [], \"logs\": []}}: {e}",
-                path.display(),
-                index + 1
-            ))
-        })?;
-        expected.push(Expected {
-            record,
-            line: index + 1,
+    }
+
+    /// The first line not yet matched whose ID is `id`, compared with `actual` (the
+    /// event's line); `None` when there is none.
+    pub(super) fn take(&mut self, id: &str, actual: &[u8]) -> Option<Matched> {
+        let index = self.find(id)?;
+        self.lines[index].taken = true;
+        let line = &self.lines[index];
+        let number = line.number;
+        if let Some(record) = &line.record {
+            return Some(Matched::Read(Record::clone(record), number));
+        }
+        let range = line.range.clone();
+        if self.text.as_bytes()[range.clone()] == *actual {
+            return Some(Matched::Same);
+        }
+        let text = std::mem::take(&mut self.text);
+        let read = self.parse(&text[range], number);
+        self.text = text;
+        Some(read.map_or(Matched::Bad, |record| Matched::Read(record, number)))
+    }
+
+    fn find(&mut self, id: &str) -> Option<usize> {
+        while self.lines.get(self.cursor).is_some_and(|line| line.taken) {
+            self.cursor += 1;
+        }
+        if self
+            .lines
+            .get(self.cursor)
+            .is_some_and(|line| line.id(&self.text) == Some(id))
+        {
+            return Some(self.cursor);
+        }
+        let (lines, text) = (&self.lines, &self.text);
+        let by_id = self.by_id.get_or_insert_with(|| {
+            let mut by_id: HashMap<String, VecDeque<usize>> = HashMap::new();
+            for (index, line) in lines.iter().enumerate() {
+                if let (false, Some(id)) = (line.taken, line.id(text)) {
+                    by_id.entry(id.to_string()).or_default().push_back(index);
+                }
+            }
+            by_id
         });
+        let left = by_id.get_mut(id)?;
+        while let Some(index) = left.pop_front() {
+            if !lines[index].taken {
+                return Some(index);
+            }
+        }
+        None
     }
-    Ok(expected)
+
+    /// The lines no event matched, in order, read as records, with their line numbers.
+    pub(super) fn left(&mut self) -> Vec<(Record, usize)> {
+        let mut left = Vec::new();
+        for index in 0..self.lines.len() {
+            let line = &mut self.lines[index];
+            if line.taken {
+                continue;
+            }
+            line.taken = true;
+            let number = line.number;
+            if let Some(record) = line.record.take() {
+                left.push((*record, number));
+                continue;
+            }
+            let range = line.range.clone();
+            let text = std::mem::take(&mut self.text);
+            if let Some(record) = self.parse(&text[range], number) {
+                left.push((record, number));
+            }
+            self.text = text;
+        }
+        left
+    }
+
+    /// The first line of the file that is not a record, among those read so far: after
+    /// [`left`](Self::left), of the whole file.
+    pub(super) fn error(&mut self) -> Option<Failure> {
+        self.bad.take().map(|(_, failure)| failure)
+    }
 }
 
-/// Writes `records` to `path`, one per line, through a temporary file renamed into place.
-pub(super) fn write_expectations(path: &Path, records: &[Record]) -> Result<(), Failure> {
-    let mut text = String::new();
-    for record in records {
-        text.push_str(&serde_json::to_string(record).expect("a record serializes"));
-        text.push('\n');
-    }
+/// Writes `lines` (expectation lines, each ending in a newline) to `path` through a
+/// temporary file renamed into place.
+pub(super) fn write_expectations(path: &Path, lines: &[u8]) -> Result<(), Failure> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text)
+    std::fs::write(&tmp, lines)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
