@@ -30,12 +30,14 @@ async fn raw(cluster: &RedisCluster) -> ClusterConnection {
     .expect("connect to the cluster")
 }
 
+type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Every entry of `stream` as (id, text fields).
 async fn entries(
     con: &mut ClusterConnection,
     stream: &str,
 ) -> Vec<(String, Vec<(String, String)>)> {
-    let reply: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let reply: Vec<(String, RawFields)> = redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
         .arg("+")
@@ -445,12 +447,7 @@ async fn a_group_over_three_slots_reads_and_commits_per_slot() {
     assert_eq!(out.len(), 600);
     assert!(out.values().all(|n| *n == 1));
     for stream in streams {
-        let pending: (
-            u64,
-            Option<String>,
-            Option<String>,
-            Option<Vec<(String, String)>>,
-        ) = redis::cmd("XPENDING")
+        let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
             .arg(stream)
             .arg("all")
             .query_async(&mut con)

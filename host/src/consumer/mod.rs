@@ -112,14 +112,9 @@ impl<H> Clone for Shared<H> {
 }
 
 impl<H: BatchHandler> BatchHandler for Shared<H> {
-    fn handle<'a>(
-        &'a mut self,
-        events: &'a [Event],
-    ) -> impl Future<Output = anyhow::Result<Decision>> + Send + 'a {
-        async move {
-            let mut handler = self.0.lock().await;
-            handler.handle(events).await
-        }
+    async fn handle(&mut self, events: &[Event]) -> anyhow::Result<Decision> {
+        let mut handler = self.0.lock().await;
+        handler.handle(events).await
     }
 }
 

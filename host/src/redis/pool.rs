@@ -88,6 +88,8 @@ impl ConnectionLike for Connection {
     }
 }
 
+// One per pool, built once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum PoolClient {
     Server(Client),
     Cluster {
