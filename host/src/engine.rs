@@ -74,14 +74,14 @@ impl Engine {
     /// are cluster nodes and the cluster's state is `ok`. Nothing is retried.
     pub async fn ping(&self, pool: &str, timeout: std::time::Duration) -> Result<()> {
         use crate::error::PoolContext;
-        let def_pool = pool;
         let pool = self.pool(pool)?;
         let mut con = match pool.dedicated(timeout).await {
             Err(Error::Redis { source, .. })
                 if pool.is_cluster() && crate::redis::commands::is_cluster_disabled(&source) =>
             {
                 return Err(Error::Validation(format!(
-                    "redis pool {def_pool}: the seed nodes are not in cluster mode (cluster support disabled): use redis: for a standalone server, or start the nodes with --cluster-enabled yes"
+                    "redis pool {}: the seed nodes are not in cluster mode (cluster support disabled): use redis: for a standalone server, or start the nodes with --cluster-enabled yes",
+                    pool.name
                 )));
             }
             other => other?,
@@ -95,7 +95,8 @@ impl Engine {
                 .pool(&pool.name)?;
             if state != "ok" {
                 return Err(Error::Validation(format!(
-                    "redis pool {def_pool}: the cluster's state is {state}, not ok (CLUSTER INFO): are all slots covered?"
+                    "redis pool {}: the cluster's state is {state}, not ok (CLUSTER INFO): are all slots covered?",
+                    pool.name
                 )));
             }
         }

@@ -641,3 +641,33 @@ pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name_and_labels))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// A small xorshift generator for chaos tests: [`Rng::from_clock`] seeds it from the clock
+/// and prints the seed under `name`, so a failing run can be told apart and replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Seeded from the clock; prints `<name> seed <seed>`.
+    pub fn from_clock(name: &str) -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("{name} seed {seed}");
+        Rng(seed)
+    }
+
+    /// The seed state (for messages).
+    pub fn seed(&self) -> u64 {
+        self.0
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}

@@ -457,17 +457,6 @@ async fn a_group_over_three_slots_reads_and_commits_per_slot() {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// The echo group on a cluster with outputs to its own slot and to another slot.
 fn echo_config(dir: &TempDir, cluster: &RedisCluster, settings: &str) -> std::path::PathBuf {
     dir.write(
@@ -523,6 +512,12 @@ async fn echoed(con: &mut ClusterConnection) -> BTreeMap<String, usize> {
     all
 }
 
+/// True when every source number in `wanted` has an echo.
+async fn all_echoed(mut con: ClusterConnection, wanted: &[String]) -> bool {
+    let echoes = echoed(&mut con).await;
+    wanted.iter().all(|w| echoes.contains_key(w))
+}
+
 /// kill -9 of the host at 5 random moments while 3,000 events flow, half echoed in the
 /// input's slot (committed with the ack), half to another slot (outbox and relay): every
 /// event has exactly one echo.
@@ -531,13 +526,8 @@ async fn kill_9_during_a_flow_on_a_cluster_neither_loses_nor_duplicates_an_outpu
     const EVENTS: usize = 3_000;
     const TICKS: usize = 100;
     const KILLS: usize = 5;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("cluster chaos seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = beehive_tests::Rng::from_clock("cluster chaos");
+    let seed = rng.seed();
     let cluster = cluster();
     let dir = TempDir::new();
     let config = echo_config(
@@ -656,13 +646,7 @@ async fn a_master_failover_under_flow_is_followed_without_a_restart() {
     eventually(
         "events published after the promotion are echoed",
         Duration::from_secs(15),
-        || {
-            let (mut con, after) = (con.clone(), after.clone());
-            async move {
-                let echoes = echoed(&mut con).await;
-                after.iter().all(|a| echoes.contains_key(a))
-            }
-        },
+        || all_echoed(con.clone(), &after),
     )
     .await;
     eprintln!("resumed {:?} after the promotion", promoted.elapsed());
@@ -677,13 +661,7 @@ async fn a_master_failover_under_flow_is_followed_without_a_restart() {
     eventually(
         "every surviving input echoed",
         Duration::from_secs(30),
-        || {
-            let (mut con, inputs) = (con.clone(), inputs.clone());
-            async move {
-                let echoes = echoed(&mut con).await;
-                inputs.iter().all(|i| echoes.contains_key(i))
-            }
-        },
+        || all_echoed(con.clone(), &inputs),
     )
     .await;
     let echoes = echoed(&mut con).await;

@@ -230,29 +230,11 @@ async fn client_ids(con: &mut redis::aio::MultiplexedConnection, keep: &[i64]) -
         .collect()
 }
 
-/// A small xorshift generator: random but reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_kills_restarts_and_dropped_connections_lose_and_duplicate_nothing() {
     const EVENTS: usize = 20_000;
     const KILLS: usize = 12;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("chaos seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = beehive_tests::Rng::from_clock("chaos");
     let server = beehive_tests::redis();
     let dir = TempDir::new();
     let cfg = dir.write(

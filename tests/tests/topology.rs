@@ -294,18 +294,6 @@ async fn the_readme_two_pool_config_writes_each_output_once_to_its_own_pool_and_
     assert_eq!(xlen_db(&first, 0, DEAD_LETTER).await, 0, "{log}");
 }
 
-/// A small xorshift generator: random but reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// `CLIENT KILL TYPE normal SKIPME yes`: every client connection but the caller's.
 async fn kill_clients(con: &mut MultiplexedConnection) -> i64 {
     redis::cmd("CLIENT")
@@ -326,13 +314,8 @@ async fn kill_9_and_killed_connections_neither_lose_nor_duplicate_a_relayed_outp
     /// Publishing: TICKS ticks of EVENTS / TICKS events, one every TICK.
     const TICKS: usize = 200;
     const TICK: Duration = Duration::from_millis(40);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("topology chaos seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = beehive_tests::Rng::from_clock("topology chaos");
+    let seed = rng.seed();
     let first = redis();
     let second = redis();
     let dir = TempDir::new();

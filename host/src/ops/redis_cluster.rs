@@ -94,47 +94,33 @@ impl RedisCluster {
         Ok(cluster)
     }
 
-    /// Waits until every running node reports `cluster_state:ok` and knows every other
-    /// running node's role.
+    /// Waits until every running node reports `cluster_state:ok`.
     pub fn wait_ok(&self, timeout: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let ok = self.nodes.iter().filter(|n| n.pid().is_some()).all(|n| {
-                cli(n.port(), &["CLUSTER", "INFO"]).is_ok_and(|i| i.contains("cluster_state:ok"))
-            });
-            if ok {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the cluster did not reach cluster_state:ok",
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            timeout,
+            "the cluster did not reach cluster_state:ok",
+            || {
+                self.nodes.iter().filter(|n| n.pid().is_some()).all(|n| {
+                    cli(n.port(), &["CLUSTER", "INFO"])
+                        .is_ok_and(|i| i.contains("cluster_state:ok"))
+                })
+            },
+        )
     }
 
     /// Waits until every replica's link to its master is up (it holds the master's data).
     fn wait_replicas_synced(&self, timeout: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let synced = self.nodes.iter().all(|n| {
-                cli(n.port(), &["INFO", "replication"]).is_ok_and(|info| {
-                    info.contains("role:master") || info.contains("master_link_status:up")
+        wait_until(
+            timeout,
+            "the replicas did not sync with their masters",
+            || {
+                self.nodes.iter().all(|n| {
+                    cli(n.port(), &["INFO", "replication"]).is_ok_and(|info| {
+                        info.contains("role:master") || info.contains("master_link_status:up")
+                    })
                 })
-            });
-            if synced {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the replicas did not sync with their masters",
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            },
+        )
     }
 
     /// The seed addresses (`127.0.0.1:<port>` of every node), for
@@ -183,6 +169,18 @@ fn master_in_nodes(text: &str, slot: u16) -> Option<u16> {
         let address = fields.get(1)?.split('@').next()?;
         address.rsplit_once(':')?.1.parse().ok()
     })
+}
+
+/// Checks `done` every 50 ms until it holds, or fails with `failure` after `timeout`.
+fn wait_until(timeout: Duration, failure: &str, mut done: impl FnMut() -> bool) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, failure.to_string()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// Runs `redis-cli -p <port> <args>` and returns what it printed.
