@@ -351,12 +351,14 @@ fn transaction(events: &[(usize, NewEvent)]) -> redis::Pipeline {
 
 /// Sends one pool's transaction of `expected` events; returns each `XADD`'s result.
 async fn send(
-    con: &mut impl redis::aio::ConnectionLike,
+    con: &mut Connection,
     pool_name: &str,
     pipe: &redis::Pipeline,
     expected: usize,
 ) -> Result<Written> {
-    let written: Written = pipe.query_async(con).await.pool(pool_name)?;
+    let written: Written = crate::redis::transaction::exec(con, pipe)
+        .await
+        .pool(pool_name)?;
     if written.len() != expected {
         return Err(Error::Validation(format!(
             "redis pool {pool_name}: flush returned {} replies for {expected} events",

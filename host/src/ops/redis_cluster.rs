@@ -150,6 +150,83 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// Moves `slot` from its master to the master listening on `to`, as `redis-cli
+    /// --cluster reshard` does it, while clients keep using the cluster: the target is set
+    /// IMPORTING and the source MIGRATING (new keys then go to the target by `ASK`), the
+    /// slot's keys are `MIGRATE`d `batch` at a time with `pause` between batches (so a
+    /// test can run traffic through the half-moved slot), and finally every master is told
+    /// the target owns it. Returns the port of the source.
+    pub fn migrate_slot(
+        &self,
+        slot: u16,
+        to: u16,
+        batch: usize,
+        pause: Duration,
+    ) -> io::Result<u16> {
+        let from = self.master_of_slot(slot)?;
+        if from == to {
+            return Err(io::Error::other(format!("slot {slot} is already on {to}")));
+        }
+        let id = |port: u16| cli(port, &["CLUSTER", "MYID"]).map(|id| id.trim().to_string());
+        let (from_id, to_id) = (id(from)?, id(to)?);
+        let slot_arg = slot.to_string();
+        let setslot = |port: u16, args: &[&str]| {
+            let mut all = vec!["CLUSTER", "SETSLOT", slot_arg.as_str()];
+            all.extend_from_slice(args);
+            cli_ok(port, &all)
+        };
+        setslot(to, &["IMPORTING", &from_id])?;
+        setslot(from, &["MIGRATING", &to_id])?;
+        let count = batch.max(1).to_string();
+        let to_port = to.to_string();
+        loop {
+            let keys = cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot_arg, &count])?;
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "10000", "KEYS"];
+            migrate.extend(keys);
+            cli_ok(from, &migrate)?;
+            std::thread::sleep(pause);
+        }
+        // The target first (so it never bounces its new slot back), then the source, then
+        // every other master.
+        setslot(to, &["NODE", &to_id])?;
+        setslot(from, &["NODE", &to_id])?;
+        for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
+            if node.port() != to && node.port() != from {
+                let role = cli(node.port(), &["ROLE"])?;
+                if role.starts_with("master") {
+                    setslot(node.port(), &["NODE", &to_id])?;
+                }
+            }
+        }
+        wait_until(
+            Duration::from_secs(30),
+            "the nodes did not agree on the migrated slot",
+            || {
+                self.nodes.iter().filter(|n| n.pid().is_some()).all(|n| {
+                    cli(n.port(), &["CLUSTER", "NODES"])
+                        .is_ok_and(|text| master_in_nodes(&text, slot) == Some(to))
+                })
+            },
+        )?;
+        Ok(from)
+    }
+
+    /// The ports of the running masters.
+    pub fn masters(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.pid().is_some())
+            .filter(|n| cli(n.port(), &["ROLE"]).is_ok_and(|r| r.starts_with("master")))
+            .map(|n| n.port())
+            .collect()
+    }
+}
+
 /// From `CLUSTER NODES` (`<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch>
 /// <link> <slot ranges>...`), the port of the master, not failed, whose ranges hold `slot`.
 fn master_in_nodes(text: &str, slot: u16) -> Option<u16> {
@@ -196,6 +273,21 @@ fn cli(port: u16, args: &[&str]) -> io::Result<String> {
         ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).to_string())
+}
+
+/// Runs `redis-cli -p <port> <args>` and fails unless Redis answered `OK` (`redis-cli`
+/// exits 0 on an error reply, so the reply itself is checked).
+fn cli_ok(port: u16, args: &[&str]) -> io::Result<()> {
+    let reply = cli(port, args)?;
+    if reply.trim() == "OK" || reply.trim() == "NOKEY" {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{} on port {port}: {}",
+            args.join(" "),
+            reply.trim()
+        )))
+    }
 }
 
 /// A free port below 55000 whose cluster bus port (+10000) is free too.

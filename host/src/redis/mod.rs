@@ -11,3 +11,4 @@ pub(crate) mod page_reader;
 pub(crate) mod pool;
 pub(crate) mod records;
 pub(crate) mod resp;
+pub(crate) mod transaction;

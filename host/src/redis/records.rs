@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::RedisResult;
 use redis::aio::ConnectionLike;
 
+use super::pool::Connection;
 use crate::keys;
 use crate::registry::GroupDef;
 
@@ -56,8 +57,8 @@ pub(crate) async fn component_bytes<C: ConnectionLike>(
 /// Atomically: stores `bytes` under `digest`, makes `digest` the current version of
 /// `group` (the old `current` becomes `previous` when it differs), and announces it on
 /// the deploy channel.
-pub(crate) async fn store_deployment<C: ConnectionLike>(
-    con: &mut C,
+pub(crate) async fn store_deployment(
+    con: &mut Connection,
     group: &GroupDef,
     digest: &str,
     bytes: &[u8],
@@ -79,13 +80,13 @@ pub(crate) async fn store_deployment<C: ConnectionLike>(
         .arg(keys::DEPLOY_CHANNEL)
         .arg(&group.name)
         .ignore();
-    pipe.query_async(con).await
+    super::transaction::exec(con, &pipe).await
 }
 
 /// Atomically: swaps `group`'s current and previous versions (or, with no previous,
 /// withdraws the deployment) and announces it on the deploy channel.
-pub(crate) async fn store_rollback<C: ConnectionLike>(
-    con: &mut C,
+pub(crate) async fn store_rollback(
+    con: &mut Connection,
     group: &GroupDef,
     current: &str,
     previous: Option<&str>,
@@ -111,7 +112,7 @@ pub(crate) async fn store_rollback<C: ConnectionLike>(
         .arg(keys::DEPLOY_CHANNEL)
         .arg(&group.name)
         .ignore();
-    pipe.query_async(con).await
+    super::transaction::exec(con, &pipe).await
 }
 
 /// Records that `host` runs `digest` for `group`, for `ttl`.
