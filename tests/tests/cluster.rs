@@ -802,3 +802,99 @@ async fn resharding_the_groups_slot_under_flow_loses_and_duplicates_nothing() {
     host.signal("TERM");
     host.wait(Duration::from_secs(10));
 }
+
+/// A cluster whose nodes speak TLS, given by `rediss://` seeds: the CLI publishes and a
+/// host drains through it; a client that does not trust the nodes' CA is refused with a
+/// certificate error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_is_reached_through_rediss_seeds() {
+    let dir = TempDir::new();
+    let (ca, cert, key) = beehive_tests::certificates(&dir);
+    let cluster = RedisCluster::start_tls(
+        3,
+        0,
+        &beehive::redis_cluster::TlsFiles {
+            cert: &cert,
+            key: &key,
+            ca: &ca,
+        },
+    )
+    .expect("start a 3-master cluster with TLS (Debian's redis-server has it)");
+    let config = dir.write(
+        "beehive.yaml",
+        &format!(
+            "orders:
+  cluster: [{}]
+  streams:
+    \"{{orders}}-created\": [echoes]
+    \"{{orders}}-echoed\": [readers]
+    elsewhere: [others]
+consumers:
+  echoes:
+    component: {}
+    publish: [\"{{orders}}-echoed\", elsewhere]
+",
+            cluster.tls_seeds().join(", "),
+            component("beehive-example-echo").display()
+        ),
+    );
+    let ca_file = ca.to_str().unwrap();
+    let beehive = |args: &[&str], trust: bool| {
+        let mut cmd = std::process::Command::new(beehive_tests::beehive_bin());
+        cmd.args(args).arg("-c").arg(&config);
+        if trust {
+            cmd.env("SSL_CERT_FILE", ca_file);
+        } else {
+            cmd.env_remove("SSL_CERT_FILE");
+        }
+        cmd.output().unwrap()
+    };
+    let mut ids = Vec::new();
+    for (i, target) in ["{orders}-echoed", "elsewhere"].iter().enumerate() {
+        let out = beehive(
+            &[
+                "publish",
+                "{orders}-created",
+                "--meta",
+                &format!("echo-to={target}"),
+                "--meta",
+                &format!("src={i}"),
+            ],
+            true,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    let mut host = Beehive::run_with_env(&config, &["--drain"], &[("SSL_CERT_FILE", ca_file)]);
+    assert_eq!(
+        host.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        host.log_text()
+    );
+    // Checked over the nodes' plain ports.
+    let mut con = raw(&cluster).await;
+    let mut echoed_of = Vec::new();
+    for stream in ["{orders}-echoed", "elsewhere"] {
+        eventually("the echo is relayed", Duration::from_secs(10), || {
+            let mut con = con.clone();
+            async move { xlen(&mut con, stream).await == 1 }
+        })
+        .await;
+        let echo = entries(&mut con, stream).await;
+        echoed_of.push(field(&echo[0].1, "echo-of").unwrap().to_string());
+    }
+    assert_eq!(echoed_of, ids, "each event echoed once, to its target");
+
+    let out = beehive(&["validate"], false);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        stderr.contains("certificate"),
+        "a clear TLS error: {stderr}"
+    );
+}

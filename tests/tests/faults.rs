@@ -4,8 +4,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use beehive_tests::{
-    Beehive, RedisServer, TempDir, beehive_bin, component, engine, eventually, pending,
-    receipt_ids, redis_with_user, xlen,
+    Beehive, RedisServer, TempDir, beehive_bin, certificates, component, engine, eventually,
+    pending, receipt_ids, redis_with_user, xlen,
 };
 
 fn config(dir: &TempDir, address: &str) -> std::path::PathBuf {
@@ -401,73 +401,6 @@ async fn a_restart_without_persistence_and_a_deleted_stream_are_survived_without
         (1..=6).contains(&warnings),
         "a loud warning per loss, no spinning on NOGROUP ({warnings} warnings):\n{log}"
     );
-}
-
-/// A CA and a server certificate for 127.0.0.1 and localhost, made with `openssl`.
-fn certificates(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let path = |name: &str| dir.path().join(name);
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("the openssl command (apt-get install openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=beehive test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        path("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    (path("ca.crt"), path("server.crt"), path("server.key"))
 }
 
 #[tokio::test]

@@ -14,6 +14,18 @@ pub const NODE_TIMEOUT_MS: u64 = 2000;
 /// A running Redis Cluster of private `redis-server` processes.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// Each node's TLS port, in node order, when started with [`RedisCluster::start_tls`].
+    tls_ports: Vec<u16>,
+}
+
+/// The files a TLS cluster's nodes serve and trust (PEM).
+pub struct TlsFiles<'a> {
+    /// The server certificate every node presents (valid for 127.0.0.1).
+    pub cert: &'a std::path::Path,
+    /// Its private key.
+    pub key: &'a std::path::Path,
+    /// The CA that signed it, which the nodes trust on the cluster bus.
+    pub ca: &'a std::path::Path,
 }
 
 impl RedisCluster {
@@ -22,6 +34,18 @@ impl RedisCluster {
     /// node reports `cluster_state:ok`. Ports are below 55000 (the cluster bus listens on
     /// the port + 10000).
     pub fn start(masters: usize, replicas: usize) -> io::Result<Self> {
+        Self::start_inner(masters, replicas, None)
+    }
+
+    /// As [`start`](Self::start), and every node also listens for TLS clients on a port of
+    /// its own ([`tls_seeds`](Self::tls_seeds)) and talks TLS on the cluster bus
+    /// (`tls-cluster yes`). Clients that connect with TLS are told the nodes' TLS ports
+    /// (`CLUSTER SLOTS`); the plain ports stay open for the harness and for checks.
+    pub fn start_tls(masters: usize, replicas: usize, tls: &TlsFiles) -> io::Result<Self> {
+        Self::start_inner(masters, replicas, Some(tls))
+    }
+
+    fn start_inner(masters: usize, replicas: usize, tls: Option<&TlsFiles>) -> io::Result<Self> {
         if masters < 3 {
             return Err(io::Error::other("a Redis Cluster needs at least 3 masters"));
         }
@@ -48,16 +72,46 @@ impl RedisCluster {
             "0",
         ];
         let mut nodes = Vec::with_capacity(count);
+        let mut tls_ports = Vec::new();
         while nodes.len() < count {
             let port = cluster_port()?;
-            match RedisServer::start_on(port, &args) {
-                Ok(node) => nodes.push(node),
+            let mut node_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let tls_port = match tls {
+                Some(tls) => {
+                    let tls_port = cluster_port()?;
+                    let path = |p: &std::path::Path| p.display().to_string();
+                    node_args.extend([
+                        "--tls-port".to_string(),
+                        tls_port.to_string(),
+                        "--tls-cluster".to_string(),
+                        "yes".to_string(),
+                        "--tls-replication".to_string(),
+                        "yes".to_string(),
+                        "--tls-cert-file".to_string(),
+                        path(tls.cert),
+                        "--tls-key-file".to_string(),
+                        path(tls.key),
+                        "--tls-ca-cert-file".to_string(),
+                        path(tls.ca),
+                        "--tls-auth-clients".to_string(),
+                        "no".to_string(),
+                    ]);
+                    Some(tls_port)
+                }
+                None => None,
+            };
+            let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+            match RedisServer::start_on(port, &node_args) {
+                Ok(node) => {
+                    nodes.push(node);
+                    tls_ports.extend(tls_port);
+                }
                 // Taken between the check and the start: try another port.
                 Err(e) if e.to_string().contains("exited") => continue,
                 Err(e) => return Err(e),
             }
         }
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, tls_ports };
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
         for node in &cluster.nodes {
@@ -127,6 +181,15 @@ impl RedisCluster {
     /// [`Registry::register_redis_cluster`](crate::Registry::register_redis_cluster).
     pub fn seeds(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.address()).collect()
+    }
+
+    /// The TLS seed URLs (`rediss://127.0.0.1:<tls-port>`) of a cluster started with
+    /// [`start_tls`](Self::start_tls); empty otherwise.
+    pub fn tls_seeds(&self) -> Vec<String> {
+        self.tls_ports
+            .iter()
+            .map(|p| format!("rediss://127.0.0.1:{p}"))
+            .collect()
     }
 
     /// Every node, masters and replicas, in start order.
