@@ -88,7 +88,7 @@ async fn sigterm_finishes_the_batch_in_flight_and_releases_locks() {
     let mut flusher = engine.event_broker().new_flusher();
     for i in 0..4 {
         flusher
-            .publish("events", &i, &[("do", "slow"), ("ms", "300")])
+            .publish("events", &i, &[("do", "slow"), ("ms", "900")])
             .unwrap();
     }
     flusher.flush().await.unwrap();
@@ -121,18 +121,20 @@ async fn a_slow_handler_just_inside_its_deadline_is_never_reclaimed_from() {
     let server = redis();
     let dir = TempDir::new();
     // The boundary: a batch deadline just below min-idle, batches that take most of it,
-    // and a second consumer eager to reclaim anything idle for min-idle.
+    // and a second consumer eager to reclaim anything idle for min-idle. (Seconds, not
+    // tenths: entries read ahead wait for the batch before them, and a loaded CI machine
+    // must not eat the whole margin between that wait and min-idle.)
     let cfg = config(
         &dir,
         &server,
         &component("beehive-test-hostile"),
-        "    count: 2\n    instances: 2\n    block: 100ms\n    min-idle: 1s\n    limits: {timeout: 990ms}\n",
+        "    count: 2\n    instances: 2\n    block: 100ms\n    min-idle: 3s\n    limits: {timeout: 2990ms}\n",
     );
     let engine = engine(&server, &[("events", &["handlers"])]).await;
     let mut flusher = engine.event_broker().new_flusher();
     for i in 0..12 {
         flusher
-            .publish("events", &i, &[("do", "slow"), ("ms", "300")])
+            .publish("events", &i, &[("do", "slow"), ("ms", "900")])
             .unwrap();
     }
     let mut ids = flusher.flush().await.unwrap();
