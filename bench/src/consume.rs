@@ -61,14 +61,18 @@ fn entry_id(entry: &Value) -> Option<&[u8]> {
 }
 
 fn xreadgroup(consumer: &str, count: usize) -> redis::Cmd {
+    xreadgroup_on(STREAM, GROUP, consumer, count)
+}
+
+fn xreadgroup_on(stream: &str, group: &str, consumer: &str, count: usize) -> redis::Cmd {
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
-        .arg(GROUP)
+        .arg(group)
         .arg(consumer)
         .arg("COUNT")
         .arg(count)
         .arg("STREAMS")
-        .arg(STREAM)
+        .arg(stream)
         .arg(">");
     cmd
 }
@@ -76,15 +80,25 @@ fn xreadgroup(consumer: &str, count: usize) -> redis::Cmd {
 /// C0: the bare redis-rs loop: XREADGROUP COUNT n, with the previous batch's XACK
 /// pipelined in front of the next read, raw reply parsing.
 async fn c0(bench: &Bench, batch: usize) -> anyhow::Result<usize> {
-    let mut con = bench.connection().await?;
+    c0_loop(bench.connection().await?, STREAM, GROUP, batch).await
+}
+
+/// The C0 loop on `stream`/`group` over any connection (one server or a cluster client):
+/// returns how many entries it read and acknowledged before the stream was drained.
+pub async fn c0_loop(
+    mut con: impl redis::aio::ConnectionLike,
+    stream: &str,
+    group: &str,
+    batch: usize,
+) -> anyhow::Result<usize> {
     let mut acks: Vec<Vec<u8>> = Vec::new();
     let mut handled = 0;
     loop {
         let mut pipe = redis::pipe();
         if !acks.is_empty() {
-            pipe.cmd("XACK").arg(STREAM).arg(GROUP).arg(&acks).ignore();
+            pipe.cmd("XACK").arg(stream).arg(group).arg(&acks).ignore();
         }
-        pipe.add_command(xreadgroup("c0", batch));
+        pipe.add_command(xreadgroup_on(stream, group, "c0", batch));
         let (reply,): (Value,) = pipe.query_async(&mut con).await?;
         acks.clear();
         for entry in entries(reply) {
@@ -158,9 +172,11 @@ impl BatchHandler for FreshPerEvent {
 }
 
 /// Counts what a handler saw.
-struct Counted<H> {
-    inner: H,
-    seen: Arc<std::sync::atomic::AtomicUsize>,
+pub struct Counted<H> {
+    /// The handler that decides.
+    pub inner: H,
+    /// Events handed to it so far.
+    pub seen: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<H: BatchHandler> BatchHandler for Counted<H> {

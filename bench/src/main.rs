@@ -6,6 +6,7 @@
 //! cargo run --release -p beehive-bench -- all
 //! ```
 
+mod cluster;
 mod consume;
 mod fleet;
 mod outputs;
@@ -45,7 +46,8 @@ struct Common {
     /// The Python bench component; C5 is skipped when it does not exist.
     #[arg(long, default_value = "target/bench/python-noop.wasm")]
     python: PathBuf,
-    /// Only these scenarios, e.g. `--only C0,C3` (for profiling one path).
+    /// Only these scenarios, e.g. `--only C0,C3` (for profiling one path); `cluster` also
+    /// takes `single` or `cluster` to run one side only.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Batch sizes of the consume scenarios.
@@ -77,6 +79,10 @@ enum Scenario {
     /// Consuming scenarios C0–C7, and C3 with one output per event to a stream of the same
     /// pool (C3-out-same) and of another pool on a second redis-server (C3-out-cross).
     Consume(Common),
+    /// C0 and C3 on 3 streams drained at once, on one redis-server and on a private
+    /// 3-master Redis Cluster (one stream per master): events/s, Redis and host CPU per
+    /// event, and the throughput they project for 1, 3 and 10 masters.
+    Cluster(Common),
     /// Instantiation time and per-event cost of the WASM call.
     Wasm(Common),
     /// RSS of `beehive run` with 10 component groups.
@@ -251,6 +257,19 @@ async fn consuming(bench: &Bench, common: &Common) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn clustering(bench: &Bench, common: &Common) -> anyhow::Result<()> {
+    let guest = bench.component(std::path::Path::new(BENCH_GUEST))?;
+    let mut cluster = cluster::ClusterBench::start(bench, guest).await?;
+    cluster.print_placement();
+    for run in 0..common.runs {
+        cluster
+            .run(bench, run, &bench.batches, common.events)
+            .await?;
+    }
+    cluster.print();
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -280,6 +299,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Scenario::Consume(common) => {
             header(&common);
             consuming(&common.bench().await?, &common).await
+        }
+        Scenario::Cluster(common) => {
+            header(&common);
+            clustering(&common.bench().await?, &common).await
         }
         Scenario::Wasm(common) => {
             let bench = Bench::start(common.components.clone()).await?;

@@ -129,22 +129,7 @@ impl Bench {
             .arg("MKSTREAM")
             .exec_async(&mut con)
             .await?;
-        let body = body();
-        let mut sent = 0;
-        while sent < n {
-            let mut pipe = redis::pipe();
-            for i in sent..(sent + 1000).min(n) {
-                let mut cmd = redis::cmd("XADD");
-                cmd.arg(STREAM).arg("*").arg("s").arg(&body);
-                for (k, v) in meta(p(i)) {
-                    cmd.arg(k).arg(v);
-                }
-                pipe.add_command(cmd).ignore();
-            }
-            pipe.exec_async(&mut con).await?;
-            sent = (sent + 1000).min(n);
-        }
-        Ok(())
+        publish_events(&mut con, STREAM, n, p).await
     }
 
     /// CPU seconds the redis-server has used so far (user + system, from `INFO cpu`).
@@ -154,22 +139,56 @@ impl Bench {
 
     /// Checks a consume scenario left nothing pending (every entry it read was acknowledged).
     pub async fn check_drained(&self, scenario: &str, n: usize) -> anyhow::Result<()> {
-        let mut con = self.connection().await?;
-        let info: Vec<redis::Value> = redis::cmd("XPENDING")
-            .arg(STREAM)
-            .arg(GROUP)
-            .query_async(&mut con)
-            .await?;
-        let pending: u64 = match info.first() {
-            Some(redis::Value::Int(p)) => *p as u64,
-            _ => 0,
-        };
+        let pending = pending(&mut self.connection().await?, STREAM, GROUP).await?;
         anyhow::ensure!(
             pending == 0,
             "{scenario}: {pending} of {n} entries were left pending"
         );
         Ok(())
     }
+}
+
+/// Publishes `n` events to `stream` with pipelines of 1000, meta `p` of the `i`-th given by
+/// `p(i)`.
+pub async fn publish_events(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    n: usize,
+    p: impl Fn(usize) -> &'static str,
+) -> anyhow::Result<()> {
+    let body = body();
+    let mut sent = 0;
+    while sent < n {
+        let mut pipe = redis::pipe();
+        for i in sent..(sent + 1000).min(n) {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(stream).arg("*").arg("s").arg(&body);
+            for (k, v) in meta(p(i)) {
+                cmd.arg(k).arg(v);
+            }
+            pipe.add_command(cmd).ignore();
+        }
+        pipe.exec_async(&mut *con).await?;
+        sent = (sent + 1000).min(n);
+    }
+    Ok(())
+}
+
+/// Entries read by `group` of `stream` and not yet acknowledged (`XPENDING`).
+pub async fn pending(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> anyhow::Result<u64> {
+    let info: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(con)
+        .await?;
+    Ok(match info.first() {
+        Some(redis::Value::Int(p)) => *p as u64,
+        _ => 0,
+    })
 }
 
 /// CPU seconds the redis-server behind `con` has used so far (user + system, `INFO cpu`).
