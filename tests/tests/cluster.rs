@@ -668,6 +668,22 @@ async fn a_master_failover_under_flow_is_followed_without_a_restart() {
     assert!(echoes.values().all(|n| *n == 1), "no duplicate echoes");
 }
 
+/// True when the echo consumer's read-ahead connection is connected to the node on `port`.
+async fn reads_ahead_on(port: u16) -> bool {
+    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+        return false;
+    };
+    let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut con)
+        .await
+        .unwrap_or_default();
+    list.contains(&beehive::keys::read_ahead_client_name("echoes", "consumer-1"))
+}
+
 /// The slot holding the echo group's streams, lock and outbox is resharded to another
 /// master and back while events flow (one key at a time, so consumers, relay and
 /// publishers run through `ASK` redirects and a half-moved slot): the host stays up, every
@@ -707,6 +723,10 @@ async fn resharding_the_groups_slot_under_flow_loses_and_duplicates_nothing() {
 
     let slot = beehive::keys::slot("orders");
     let home = cluster.master_of_slot(slot).unwrap();
+    assert!(
+        reads_ahead_on(home).await,
+        "the consumer reads ahead on its own connection to the slot's master"
+    );
     let away = *cluster
         .masters()
         .iter()
@@ -751,6 +771,19 @@ async fn resharding_the_groups_slot_under_flow_loses_and_duplicates_nothing() {
         }
         assert_eq!(moving.await.unwrap().unwrap(), from);
         assert_eq!(cluster.master_of_slot(slot).unwrap(), to);
+        // The consumer's read-ahead connection follows the slot to its new master.
+        eventually(
+            "the read-ahead reader reopened on the new master",
+            Duration::from_secs(30),
+            || {
+                let mut con = con.clone();
+                async move {
+                    publish(&mut con, 1_000_000, 1).await;
+                    reads_ahead_on(to).await
+                }
+            },
+        )
+        .await;
         eprintln!("slot {slot} moved {from} -> {to}; {during} events acknowledged meanwhile");
         assert!(during > 0, "events were published while the slot moved");
         // And after the move.

@@ -6,6 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
+use redis::ConnectionAddr;
+
 use super::run::Run;
 use super::source::new_events;
 use crate::keys;
@@ -26,7 +28,14 @@ pub(super) enum Pages {
     Unsupported,
     /// Opening failed: the shared connection until the next connection error.
     Failed,
+    /// The cluster slot read ahead on moved (or is moving) to another node: the shared
+    /// connection, which follows it, until then; then reopened on the slot's master.
+    Redirected(Instant),
 }
+
+/// How long a consumer reads ahead on the shared cluster connection after its own reader's
+/// node redirected it (a slot migration takes about this long per key to settle).
+pub(super) const REOPEN_AFTER_REDIRECT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Run<'_> {
     /// Sends non-blocking reads of new entries ahead of need, so Redis reads the next
@@ -49,7 +58,12 @@ impl Run<'_> {
         // Large batches are read in pages of READ_PAGE entries: Redis writes one page while
         // the client parses the one before, instead of handing over one large reply.
         let page = self.count.min(READ_PAGE);
-        if matches!(self.pages, Pages::Unopened) {
+        let reopen = match self.pages {
+            Pages::Unopened => true,
+            Pages::Redirected(at) => now >= at,
+            _ => false,
+        };
+        if reopen {
             self.pages = self.open_pages().await;
         }
         while self.queue.len() + self.reading.len() * page < depth * self.count {
@@ -89,12 +103,26 @@ impl Run<'_> {
             Ok(pool) => pool,
             Err(_) => return Pages::Failed,
         };
+        let mut info = pool.connection_info().clone();
         if pool.is_cluster() {
-            // The read-ahead reader speaks to one server; a cluster routes per slot.
-            return Pages::Unsupported;
+            // The reader speaks to one server: the master of the slice's slot, found through
+            // the cluster connection (a redirect later sends reads back to that connection
+            // until the reader is reopened on the slot's new master).
+            if !matches!(info.addr(), ConnectionAddr::Tcp(..)) {
+                return Pages::Unsupported;
+            }
+            let mut con = self.con.clone();
+            match con.master_of(&self.streams[0]).await {
+                Ok(Some((host, port))) => info = info.set_addr(ConnectionAddr::Tcp(host, port)),
+                Ok(None) => return Pages::Unsupported,
+                Err(e) => {
+                    tracing::debug!(group = %self.group(), error = %e, "cannot find the slot's master; reading ahead on the shared connection");
+                    return Pages::Redirected(Instant::now() + REOPEN_AFTER_REDIRECT);
+                }
+            }
         }
         let name = keys::read_ahead_client_name(self.group(), &self.name);
-        match PageReader::connect(pool.connection_info(), &name, RESPONSE_TIMEOUT).await {
+        match PageReader::connect(&info, &name, RESPONSE_TIMEOUT).await {
             Ok(Some(pages)) => Pages::Own(pages),
             Ok(None) => Pages::Unsupported,
             Err(e) => {

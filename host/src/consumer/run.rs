@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::commits::{BatchSummary, Decided, InFlight, MAX_COMMITS_IN_FLIGHT};
 use super::decide::{self, Handled, Rules};
 use super::failure::{failure_kind, panic_message};
-use super::read_ahead::Pages;
+use super::read_ahead::{Pages, REOPEN_AFTER_REDIRECT};
 use super::source::{Fetched, Reader};
 use super::{BatchHandler, Consumer, ConsumerOptions};
 use crate::error::{Error, Result};
@@ -242,6 +242,10 @@ impl Run<'_> {
             // The read-ahead connection is closed: read ahead on the shared one from now on.
             tracing::warn!(group = %self.group(), consumer = %self.name, "a read-ahead reply was too large for the read-ahead connection; reading ahead on the shared connection");
             self.pages = Pages::Failed;
+        } else if e.redirect_node().is_some() && matches!(self.pages, Pages::Own(_)) {
+            // A cluster slot moved away from the node read ahead on: the shared connection
+            // follows it; the reader is reopened on the slot's master a little later.
+            self.pages = Pages::Redirected(Instant::now() + REOPEN_AFTER_REDIRECT);
         } else if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
             self.reader = None;
             if !matches!(self.pages, Pages::Unsupported) {

@@ -57,6 +57,31 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// On a cluster, the address of the master serving `key`'s slot, as this connection
+    /// reaches it (the server side of the connection, `CLIENT INFO`'s `laddr`); `None` on
+    /// a single server.
+    pub(crate) async fn master_of(&mut self, key: &str) -> RedisResult<Option<(String, u16)>> {
+        if !self.is_cluster() {
+            return Ok(None);
+        }
+        let info = self
+            .query_at(redis::cmd("CLIENT").arg("INFO"), key)
+            .await?;
+        let info: String = redis::from_redis_value(info)?;
+        Ok(local_address(&info))
+    }
+}
+
+/// The `laddr=<host>:<port>` of a `CLIENT INFO` line.
+fn local_address(info: &str) -> Option<(String, u16)> {
+    let laddr = info
+        .split_ascii_whitespace()
+        .find_map(|field| field.strip_prefix("laddr="))?;
+    let (host, port) = laddr.rsplit_once(':')?;
+    Some((host.to_string(), port.parse().ok()?))
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -235,4 +260,20 @@ async fn cluster_connection(
         .get_async_connection_with_config(config)
         .await
         .map(Connection::Cluster)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_address;
+
+    #[test]
+    fn the_server_side_address_is_read_from_client_info() {
+        let info = "id=7 addr=127.0.0.1:50312 laddr=127.0.0.1:7001 fd=9 name= age=0 idle=0";
+        assert_eq!(local_address(info), Some(("127.0.0.1".into(), 7001)));
+        assert_eq!(
+            local_address("id=7 addr=[::1]:5 laddr=::1:7002 fd=9"),
+            Some(("::1".into(), 7002))
+        );
+        assert_eq!(local_address("id=7 addr=127.0.0.1:50312"), None);
+    }
 }
