@@ -20,6 +20,7 @@
 //! | the relay's lock of that outbox | `beehive:relay-lock:<group>` |
 //! | outbox of redrives to another domain, and its relay's lock | `beehive:outbox:redrive:<dead-letter-stream>`, `beehive:relay-lock:redrive:<dead-letter-stream>` |
 //! | dedupe marks of the outputs relayed to a stream (a hash) | `beehive:relayed:<stream>`, with the stream's hash tag |
+//! | last commit run by a consumer on a cluster (`<series>:<seq>`, 10 minutes) | `beehive:commit-mark:<lock key>` |
 //!
 //! **On a Redis Cluster pool** the keys derived for a group's commit domain carry the
 //! domain's hash tag right before the name they are derived from, so they share the slot
@@ -50,6 +51,13 @@ pub fn consumer_number(name: &str) -> Option<u32> {
 /// The single-runner lock key of consumer `nr` of `group`: `<group>_consumer-<nr>`.
 pub fn lock_key(group: &str, nr: u32) -> String {
     lock_key_in(None, group, nr)
+}
+
+/// Where a consumer on a cluster pool records the last commit it ran, so a resent commit
+/// is not run twice: `beehive:commit-mark:<lock key>` (in the lock's slot: the lock key's
+/// hash tag is the first in it).
+pub fn commit_mark(lock_key: &str) -> String {
+    format!("{RESERVED_PREFIX}commit-mark:{lock_key}")
 }
 
 /// [`lock_key`] in the slot of `tag` (a cluster pool): `{<tag>}<group>_consumer-<nr>`.
@@ -391,6 +399,11 @@ mod tests {
             }
         }
         assert_eq!(lock_key_in(Some("o"), "g", 2), "{o}g_consumer-2");
+        assert_eq!(
+            slot(&commit_mark(&lock_key_in(Some("o"), "g", 2))),
+            slot("{o}-created"),
+            "a commit mark lives in its lock's slot"
+        );
         assert_eq!(dead_letter_group("{o}g-dead-letter"), Some("g"));
         assert_eq!(outbox_in(Some("o"), "g"), "beehive:outbox:{o}g");
         assert_eq!(redrive_outbox("d", false), "beehive:outbox:redrive:d");

@@ -657,14 +657,8 @@ fn version_runs(receipts: &[(String, String)]) -> Vec<String> {
     runs
 }
 
-/// BUG (open, found by this test; fails until fixed): on a cluster pool `beehive deploy`
-/// and `beehive rollback` exit 1 with "redis pool orders: Received crossed slots in
-/// pipeline - Server(CrossSlot)". `records::store_deployment` / `store_rollback`
-/// (host/src/redis/records.rs) put `PUBLISH beehive:deploy` in the same MULTI/EXEC
-/// pipeline as the group's `{<tag>}` keys, and the cluster client (redis-rs
-/// `route_for_pipeline`) routes PUBLISH by its channel name, a slot of its own, and refuses
-/// the pipeline. With the records written and the notification published separately,
-/// everything below passes.
+/// (This test found that `deploy` and `rollback` failed on a cluster with CROSSSLOT: the
+/// deploy channel's `PUBLISH` was in the records' transaction; it now follows it.)
 ///
 /// Hot reload on a cluster pool while events flow: a new file renamed over the configured one
 /// (v1 to v2), `beehive deploy` (v3, stored under keys in the group's slot, also run by a
@@ -903,14 +897,9 @@ async fn echoed_ids(con: &mut ClusterConnection) -> Vec<String> {
     of
 }
 
-/// BUG (open, found by this test; fails in about one run of three until fixed): some
-/// batches are committed twice. The guest handles the batch once (one log line,
-/// `deliveries=1`), yet its outputs appear twice, in the input's slot and through the
-/// outbox alike. The cluster pool's client (`Pool::new_cluster` in host/src/redis/pool.rs,
-/// `.retries(6)`) resends a request whose connection dropped (redis-rs 1.8.1,
-/// `RetryMethod::Reconnect`) even when Redis already ran it, and the commit script
-/// (`COMMIT_SOURCE` in host/src/redis/commit.rs, sent by consumer/commits.rs) is not
-/// idempotent: run again, it writes every `XADD` again.
+/// (This test found batches committed twice: the cluster client resends a request whose
+/// connection dropped even when Redis ran it. A consumer's commits on a cluster carry a
+/// mark, `beehive:commit-mark:<lock>`, that makes a resent commit a no-op.)
 ///
 /// Every normal connection on every node killed 6 times while 3,000 events flow (half
 /// echoed in the input's slot, half to another slot through the outbox): the host stays

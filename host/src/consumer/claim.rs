@@ -104,7 +104,7 @@ impl Consumer {
             );
         }
         tracing::warn!(group = %self.group.name, stream = %stream, entries = ids.len(), "pending entries were deleted from the stream; dead-lettering them");
-        commit.run(con.clone(), None).await?;
+        commit.run(con.clone(), None, None).await?;
         if let Some(metrics) = &self.options.metrics {
             metrics.deleted_while_pending(&self.group.name, ids.len() as u64);
         }

@@ -11,7 +11,8 @@ use futures::FutureExt;
 use super::BatchCounts;
 use super::run::Run;
 use crate::error::{Error, Result};
-use crate::redis::commit::{CommitBatch, LOCK_LOST};
+use crate::keys;
+use crate::redis::commit::{CommitBatch, CommitMark, LOCK_LOST};
 
 /// How many commits may be in flight before the consumer waits for the oldest.
 pub(super) const MAX_COMMITS_IN_FLIGHT: usize = 3;
@@ -83,7 +84,17 @@ impl Run<'_> {
             Box::pin(async { None })
         } else {
             let lock = (self.lock.key().to_string(), self.lock.token().to_string());
-            Box::pin(commit.run(self.con.clone(), Some(lock)).map(Some))
+            // On a cluster, a request whose connection dropped is sent again by the client,
+            // even when Redis ran it: the mark makes a second run a no-op.
+            let mark = self.con.is_cluster().then(|| {
+                self.commits_sent += 1;
+                CommitMark {
+                    key: keys::commit_mark(self.lock.key()),
+                    series: self.lock.token().to_string(),
+                    seq: self.commits_sent,
+                }
+            });
+            Box::pin(commit.run(self.con.clone(), Some(lock), mark).map(Some))
         };
         // The first poll hands the command to the connection: Redis runs it while the
         // next batch is handled.

@@ -402,6 +402,7 @@ impl Consumer {
             count,
             cancel,
             inflight: VecDeque::new(),
+            commits_sent: 0,
             reading: VecDeque::new(),
         };
         // Outputs to streams of other commit domains wait in the slice's outbox: relay them

@@ -56,6 +56,8 @@ pub(super) struct Run<'a> {
     /// Commits sent and not yet answered, oldest first: Redis runs them while the next
     /// batches are handled.
     pub(super) inflight: VecDeque<InFlight>,
+    /// How many commits this run has sent with a mark (their sequence numbers).
+    pub(super) commits_sent: u64,
     /// Reads of new entries sent ahead, oldest first, with when each was sent; a task
     /// turns each reply into events.
     pub(super) reading: VecDeque<(

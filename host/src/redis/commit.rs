@@ -17,13 +17,26 @@ pub(crate) const LOCK_LOST: &str = "BEEHIVE_LOCK_LOST";
 /// How many IDs go into one XACK call inside the script (Lua's `unpack` has limits).
 const ACK_CHUNK: usize = 1000;
 
-/// The commit script: checks the lock token, then runs the ops (`A` = XADD, `K` = XACK).
+/// The commit script: checks the lock token, skips a commit that already ran (its mark,
+/// `<series>:<seq>`, is at or past the one in `KEYS[2]`: a resend after a lost reply),
+/// then runs the ops (`A` = XADD, `K` = XACK).
 const COMMIT_SOURCE: &str = r#"
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('BEEHIVE_LOCK_LOST the consumer lock is not held any more')
 end
+if ARGV[2] ~= '' then
+  local series, seq = string.match(ARGV[2], '^(.*):(%d+)$')
+  local last = redis.call('GET', KEYS[2])
+  if last then
+    local last_series, last_seq = string.match(last, '^(.*):(%d+)$')
+    if last_series == series and tonumber(last_seq) >= tonumber(seq) then
+      return {}
+    end
+  end
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', 600000)
+end
 local ids = {}
-local i = 2
+local i = 3
 while i <= #ARGV do
   local op, key, n = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
   if op == 'A' then
@@ -61,8 +74,8 @@ impl CommitBatch {
             return *i;
         }
         self.keys.push(key.to_string());
-        // KEYS[1] is the lock key, so stream keys start at 2.
-        let i = self.keys.len() + 1;
+        // KEYS[1] is the lock key and KEYS[2] the mark key, so stream keys start at 3.
+        let i = self.keys.len() + 2;
         self.key_index.insert(key.to_string(), i);
         i
     }
@@ -156,28 +169,34 @@ impl CommitBatch {
         self.ack(event.stream(), group, &[event.id]);
     }
 
-    /// The `EVAL` command of this batch: the script, the keys (the lock key first, then
-    /// each stream once), the token (empty without a lock: then the first key is the first
-    /// stream again, so that on a cluster every key names the batch's slot), then per op
-    /// its code, key index, argument count and arguments.
-    fn command(&self, lock: Option<(String, String)>) -> redis::Cmd {
+    /// The `EVAL` command of this batch: the script, the keys (the lock key, the mark key,
+    /// then each stream once), the token (empty without a lock: then the first key is the
+    /// first stream again, so that on a cluster every key names the batch's slot), the mark
+    /// (empty without one: then the mark key repeats the first key), then per op its code,
+    /// key index, argument count and arguments.
+    fn command(&self, lock: Option<(String, String)>, mark: Option<CommitMark>) -> redis::Cmd {
         let (lock_key, token) = lock.unwrap_or_else(|| {
             (
                 self.keys.first().cloned().unwrap_or_default(),
                 String::new(),
             )
         });
+        let (mark_key, mark) = match mark {
+            Some(mark) => (mark.key, format!("{}:{}", mark.series, mark.seq)),
+            None => (lock_key.clone(), String::new()),
+        };
         // EVAL, not EVALSHA: Redis caches the compiled script by its hash either way,
         // and a commit never fails with NOSCRIPT (after a restart or SCRIPT FLUSH),
         // whose retry could apply it after a commit sent later.
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(COMMIT_SOURCE)
-            .arg(self.keys.len() + 1)
-            .arg(&lock_key);
+            .arg(self.keys.len() + 2)
+            .arg(&lock_key)
+            .arg(&mark_key);
         for key in &self.keys {
             cmd.arg(key);
         }
-        cmd.arg(&token);
+        cmd.arg(&token).arg(&mark);
         let mut start = 0;
         for &end in &self.ends {
             cmd.arg(&self.data[start..end]);
@@ -206,7 +225,7 @@ impl CommitBatch {
         while i < args.len() {
             let key_index: usize = args[i + 1].parse().expect("a key index");
             let n: usize = args[i + 2].parse().expect("an argument count");
-            let mut line = format!("{} {}", args[i], self.keys[key_index - 2]);
+            let mut line = format!("{} {}", args[i], self.keys[key_index - 3]);
             for arg in &args[i + 3..i + 3 + n] {
                 line.push(' ');
                 line.push_str(arg);
@@ -218,8 +237,11 @@ impl CommitBatch {
     }
 
     /// Runs the batch atomically. With a `lock` (key, token), nothing is written unless the
-    /// key still holds the token; then the error has code [`LOCK_LOST`]. Returns the IDs of
-    /// the XADDs in order (publishes and dead-letters).
+    /// key still holds the token; then the error has code [`LOCK_LOST`]. With a `mark`,
+    /// a commit whose mark is at or before the last one recorded for its series writes
+    /// nothing and answers no IDs: it already ran, and this is a resend (the cluster client
+    /// sends a request again when its connection dropped, even if Redis ran it). Returns
+    /// the IDs of the XADDs in order (publishes and dead-letters).
     ///
     /// The returned future owns everything it needs, so a consumer can leave the commit in
     /// flight while it handles its next batch; the command is sent on its first poll.
@@ -227,6 +249,7 @@ impl CommitBatch {
         self,
         mut con: C,
         lock: Option<(String, String)>,
+        mark: Option<CommitMark>,
     ) -> redis::RedisResult<Vec<String>>
     where
         C: redis::aio::ConnectionLike + Send + 'static,
@@ -234,9 +257,21 @@ impl CommitBatch {
         if self.is_empty() {
             return Ok(Vec::new());
         }
-        let cmd = self.command(lock);
+        let cmd = self.command(lock, mark);
         cmd.query_async(&mut con).await
     }
+}
+
+/// Makes a resent commit a no-op: commits of one series (one consumer's run) carry
+/// increasing sequence numbers, and the script records the last one run in `key` (in the
+/// batch's slot), for ten minutes.
+pub(crate) struct CommitMark {
+    /// Where the last mark of the series is kept ([`keys::commit_mark`]).
+    pub(crate) key: String,
+    /// Unique per consumer run.
+    pub(crate) series: String,
+    /// This commit's number in the series; each commit sent takes the next.
+    pub(crate) seq: u64,
 }
 
 #[cfg(test)]
@@ -280,32 +315,39 @@ mod tests {
             &NewEvent::new("out", None, vec![("n".into(), "2".into())]).unwrap(),
             None,
         );
-        let args = packed(&commit.command(Some(("g_consumer-1".into(), "tok".into()))));
+        let mark = CommitMark {
+            key: "g_consumer-1:last-commit".into(),
+            series: "s1".into(),
+            seq: 7,
+        };
+        let args = packed(&commit.command(Some(("g_consumer-1".into(), "tok".into())), Some(mark)));
         assert_eq!(args[0], "EVAL");
         assert_eq!(args[1], COMMIT_SOURCE);
         assert_eq!(
             &args[2..],
             [
-                "3",
+                "4",
                 "g_consumer-1",
+                "g_consumer-1:last-commit",
                 "out",
                 "in",
-                "tok", // numkeys, KEYS, token
+                "tok",
+                "s1:7", // numkeys, KEYS, token, mark
                 "A",
-                "2",
+                "3",
                 "4",
                 "s",
                 "\u{1}\u{2}",
                 "k",
                 "v", // XADD out
                 "K",
-                "3",
+                "4",
                 "3",
                 "g",
                 "1-0",
                 "1-1", // XACK in g
                 "A",
-                "2",
+                "3",
                 "2",
                 "n",
                 "2", // XADD out again: the same key index
@@ -317,9 +359,9 @@ mod tests {
     fn without_a_lock_the_token_is_empty_and_the_first_key_a_stream_of_the_batch() {
         let mut commit = CommitBatch::default();
         commit.ack("in", "g", &[EntryId { ms: 1, seq: 0 }]);
-        let args = packed(&commit.command(None));
+        let args = packed(&commit.command(None, None));
         // A real key of the batch first: on a cluster, EVAL is routed by its first key.
-        assert_eq!(&args[2..6], ["2", "in", "in", ""]);
+        assert_eq!(&args[2..8], ["3", "in", "in", "in", "", ""]);
     }
 
     #[test]

@@ -62,9 +62,19 @@ impl Lock {
         } else {
             crate::keys::lock_value(owner, &random_token())
         };
-        let acquired = super::commands::set_if_absent(&mut con, key, &token, ttl)
+        let mut acquired = super::commands::set_if_absent(&mut con, key, &token, ttl)
             .await
             .pool(pool)?;
+        if !acquired && con.is_cluster() {
+            // The cluster client sends a request again when its connection dropped, even
+            // if Redis ran it: the second SET NX then finds our own token.
+            let holder: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .pool(pool)?;
+            acquired = holder.as_deref() == Some(token.as_str());
+        }
         if !acquired {
             return Ok(None);
         }

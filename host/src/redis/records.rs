@@ -76,11 +76,7 @@ pub(crate) async fn store_deployment(
         hset.arg(PREVIOUS).arg(current);
     }
     hset.ignore();
-    pipe.cmd("PUBLISH")
-        .arg(keys::DEPLOY_CHANNEL)
-        .arg(&group.name)
-        .ignore();
-    super::transaction::exec(con, &pipe).await
+    exec_and_announce(con, pipe, group).await
 }
 
 /// Atomically: swaps `group`'s current and previous versions (or, with no previous,
@@ -108,11 +104,27 @@ pub(crate) async fn store_rollback(
             pipe.cmd("DEL").arg(&key).ignore();
         }
     }
-    pipe.cmd("PUBLISH")
-        .arg(keys::DEPLOY_CHANNEL)
-        .arg(&group.name)
-        .ignore();
-    super::transaction::exec(con, &pipe).await
+    exec_and_announce(con, pipe, group).await
+}
+
+/// Runs the records' transaction `pipe` and announces `group` on the deploy channel: in
+/// the same transaction on one server; right after it on a cluster, where `PUBLISH` is
+/// routed by its channel's slot and cannot join a transaction on the group's slot (hosts
+/// that miss the announcement still find the new records at their next check).
+async fn exec_and_announce(
+    con: &mut Connection,
+    mut pipe: redis::Pipeline,
+    group: &GroupDef,
+) -> RedisResult<()> {
+    let mut publish = redis::cmd("PUBLISH");
+    publish.arg(keys::DEPLOY_CHANNEL).arg(&group.name);
+    if con.is_cluster() {
+        super::transaction::exec::<()>(con, &pipe).await?;
+        publish.query_async::<i64>(con).await.map(drop)
+    } else {
+        pipe.add_command(publish).ignore();
+        super::transaction::exec(con, &pipe).await
+    }
 }
 
 /// Records that `host` runs `digest` for `group`, for `ttl`.
