@@ -681,7 +681,10 @@ async fn reads_ahead_on(port: u16) -> bool {
         .query_async(&mut con)
         .await
         .unwrap_or_default();
-    list.contains(&beehive::keys::read_ahead_client_name("echoes", "consumer-1"))
+    list.contains(&beehive::keys::read_ahead_client_name(
+        "echoes",
+        "consumer-1",
+    ))
 }
 
 /// The slot holding the echo group's streams, lock and outbox is resharded to another

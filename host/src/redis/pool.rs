@@ -65,9 +65,7 @@ impl Connection {
         if !self.is_cluster() {
             return Ok(None);
         }
-        let info = self
-            .query_at(redis::cmd("CLIENT").arg("INFO"), key)
-            .await?;
+        let info = self.query_at(redis::cmd("CLIENT").arg("INFO"), key).await?;
         let info: String = redis::from_redis_value(info)?;
         Ok(local_address(&info))
     }
