@@ -7,6 +7,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+
 pub use beehive::redis_server::RedisServer;
 use beehive::{Engine, Registry};
 
@@ -739,4 +741,33 @@ pub fn certificates(dir: &TempDir) -> (PathBuf, PathBuf, PathBuf) {
         "san.ext",
     ]);
     (path("ca.crt"), path("server.crt"), path("server.key"))
+}
+
+/// The SHA-256 of the file at `path` in hex (what `beehive deploy` calls its digest).
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("the sha256sum command");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string()
+}
+
+/// `(of, version)` of every receipt among `receipts` (entries of the `receipts` stream),
+/// in stream order: which version of the hostile component handled which event.
+pub fn receipt_versions(receipts: Vec<(String, Vec<(String, String)>)>) -> Vec<(String, String)> {
+    receipts
+        .into_iter()
+        .map(|(_, f)| {
+            (
+                field(&f, "of").expect("a receipt has of").to_string(),
+                field(&f, "version")
+                    .expect("a receipt has version")
+                    .to_string(),
+            )
+        })
+        .collect()
 }

@@ -6,68 +6,10 @@ use std::time::Duration;
 
 use beehive::redis_cluster::RedisCluster;
 use beehive::{Decision, Event, Outcome, Registry};
+use beehive_tests::cluster::{echo_inputs, entries, raw, three_masters as cluster, xlen};
 use beehive_tests::{Beehive, TempDir, component, drain, eventually, field, run_beehive};
-use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use tokio_util::sync::CancellationToken;
-
-fn cluster() -> RedisCluster {
-    RedisCluster::start(3, 0).expect("start a private 3-master Redis Cluster")
-}
-
-/// A plain cluster connection, for checking what the cluster holds.
-async fn raw(cluster: &RedisCluster) -> ClusterConnection {
-    ClusterClient::new(
-        cluster
-            .seeds()
-            .iter()
-            .map(|s| format!("redis://{s}/"))
-            .collect::<Vec<_>>(),
-    )
-    .expect("cluster client")
-    .get_async_connection()
-    .await
-    .expect("connect to the cluster")
-}
-
-type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Every entry of `stream` as (id, text fields).
-async fn entries(
-    con: &mut ClusterConnection,
-    stream: &str,
-) -> Vec<(String, Vec<(String, String)>)> {
-    let reply: Vec<(String, RawFields)> = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(con)
-        .await
-        .expect("XRANGE");
-    reply
-        .into_iter()
-        .map(|(id, fields)| {
-            let fields = fields
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        String::from_utf8_lossy(&k).into_owned(),
-                        String::from_utf8_lossy(&v).into_owned(),
-                    )
-                })
-                .collect();
-            (id, fields)
-        })
-        .collect()
-}
-
-async fn xlen(con: &mut ClusterConnection, stream: &str) -> u64 {
-    redis::cmd("XLEN")
-        .arg(stream)
-        .query_async(con)
-        .await
-        .expect("XLEN")
-}
 
 /// The `src` field of every entry of `stream`, counted: each must appear once.
 async fn sources(con: &mut ClusterConnection, stream: &str) -> BTreeMap<String, usize> {
@@ -457,8 +399,9 @@ async fn a_group_over_three_slots_reads_and_commits_per_slot() {
     }
 }
 
-/// The echo group on a cluster with outputs to its own slot and to another slot.
-fn echo_config(dir: &TempDir, cluster: &RedisCluster, settings: &str) -> std::path::PathBuf {
+/// The echo group on the cluster reached through `seeds`, with outputs to its own slot and
+/// to another slot.
+fn echo_config(dir: &TempDir, seeds: &[String], settings: &str) -> std::path::PathBuf {
     dir.write(
         "beehive.yaml",
         &format!(
@@ -473,31 +416,20 @@ consumers:
     component: {}
     publish: [\"{{orders}}-echoed\", elsewhere]
 {settings}",
-            cluster.seeds().join(", "),
+            seeds.join(", "),
             component("beehive-example-echo").display()
         ),
     )
 }
 
+/// The echo group's settings for the failover and resharding tests: batches of 50, a lock
+/// that a dead master's loss frees soon, reclaims well after any batch's deadline.
+const STEADY_FLOW: &str = "    count: 50\n    block: 100ms\n    min-idle: 3s\n    lock-ttl: 2s\n    limits: { timeout: 1s }\n";
+
 /// XADDs `n` events to `{orders}-created` numbered from `first`, echoed alternately to
 /// the group's slot and to another slot; the numbers Redis acknowledged.
 async fn publish(con: &mut ClusterConnection, first: usize, n: usize) -> Vec<String> {
-    let mut pipe = redis::pipe();
-    for i in first..first + n {
-        let target = if i % 2 == 0 {
-            "{orders}-echoed"
-        } else {
-            "elsewhere"
-        };
-        pipe.cmd("XADD")
-            .arg("{orders}-created")
-            .arg("*")
-            .arg("echo-to")
-            .arg(target)
-            .arg("src")
-            .arg(i.to_string());
-    }
-    match pipe.query_async::<Vec<String>>(con).await {
+    match echo_inputs(first, n).query_async::<Vec<String>>(con).await {
         Ok(_) => (first..first + n).map(|i| i.to_string()).collect(),
         Err(_) => Vec::new(),
     }
@@ -532,7 +464,7 @@ async fn kill_9_during_a_flow_on_a_cluster_neither_loses_nor_duplicates_an_outpu
     let dir = TempDir::new();
     let config = echo_config(
         &dir,
-        &cluster,
+        &cluster.seeds(),
         "    count: 50\n    instances: 2\n    block: 100ms\n    min-idle: 3s\n    lock-ttl: 1s\n    limits: { timeout: 1s }\n",
     );
     let args = ["--no-watch", "--gc-interval", "1h"];
@@ -586,11 +518,7 @@ async fn kill_9_during_a_flow_on_a_cluster_neither_loses_nor_duplicates_an_outpu
 async fn a_master_failover_under_flow_is_followed_without_a_restart() {
     let mut cluster = RedisCluster::start(3, 1).expect("start 3 masters with replicas");
     let dir = TempDir::new();
-    let config = echo_config(
-        &dir,
-        &cluster,
-        "    count: 50\n    block: 100ms\n    min-idle: 3s\n    lock-ttl: 2s\n    limits: { timeout: 1s }\n",
-    );
+    let config = echo_config(&dir, &cluster.seeds(), STEADY_FLOW);
     let mut host = Beehive::run(&config, &["--no-watch", "--gc-interval", "1h"]);
     let mut con = raw(&cluster).await;
     let mut next = 0;
@@ -695,11 +623,7 @@ async fn reads_ahead_on(port: u16) -> bool {
 async fn resharding_the_groups_slot_under_flow_loses_and_duplicates_nothing() {
     let cluster = std::sync::Arc::new(cluster());
     let dir = TempDir::new();
-    let config = echo_config(
-        &dir,
-        &cluster,
-        "    count: 50\n    block: 100ms\n    min-idle: 3s\n    lock-ttl: 2s\n    limits: { timeout: 1s }\n",
-    );
+    let config = echo_config(&dir, &cluster.seeds(), STEADY_FLOW);
     let mut host = Beehive::run(&config, &["--no-watch", "--gc-interval", "1h"]);
     let mut con = raw(&cluster).await;
     // Numbers are never reused: a pipeline that failed half-way may still have written.
@@ -856,24 +780,7 @@ async fn a_tls_cluster_is_reached_through_rediss_seeds() {
         },
     )
     .expect("start a 3-master cluster with TLS (Debian's redis-server has it)");
-    let config = dir.write(
-        "beehive.yaml",
-        &format!(
-            "orders:
-  cluster: [{}]
-  streams:
-    \"{{orders}}-created\": [echoes]
-    \"{{orders}}-echoed\": [readers]
-    elsewhere: [others]
-consumers:
-  echoes:
-    component: {}
-    publish: [\"{{orders}}-echoed\", elsewhere]
-",
-            cluster.tls_seeds().join(", "),
-            component("beehive-example-echo").display()
-        ),
-    );
+    let config = echo_config(&dir, &cluster.tls_seeds(), "");
     let ca_file = ca.to_str().unwrap();
     let beehive = |args: &[&str], trust: bool| {
         let mut cmd = std::process::Command::new(beehive_tests::beehive_bin());

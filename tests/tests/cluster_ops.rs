@@ -11,88 +11,15 @@ use std::time::Duration;
 
 use beehive::Registry;
 use beehive::redis_cluster::RedisCluster;
+use beehive_tests::cluster::{
+    echo_inputs, entries, pending, raw, raw_entries, three_masters as cluster, xlen,
+};
 use beehive_tests::{
     Beehive, TempDir, beehive_bin, component, drain, eventually, field, hostile_version,
-    run_beehive,
+    receipt_versions, run_beehive, sha256,
 };
-use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use serde_json::{Value, json};
-
-fn cluster() -> RedisCluster {
-    RedisCluster::start(3, 0).expect("start a private 3-master Redis Cluster")
-}
-
-/// A plain cluster connection, for writing inputs and checking what the cluster holds.
-async fn raw(cluster: &RedisCluster) -> ClusterConnection {
-    ClusterClient::new(
-        cluster
-            .seeds()
-            .iter()
-            .map(|s| format!("redis://{s}/"))
-            .collect::<Vec<_>>(),
-    )
-    .expect("cluster client")
-    .get_async_connection()
-    .await
-    .expect("connect to the cluster")
-}
-
-/// A stream entry's fields as stored, bytes untouched.
-type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Every entry of `stream` as (id, fields), bytes untouched.
-async fn raw_entries(con: &mut ClusterConnection, stream: &str) -> Vec<(String, RawFields)> {
-    redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(con)
-        .await
-        .expect("XRANGE")
-}
-
-/// Every entry of `stream` as (id, fields decoded lossily as text).
-async fn entries(
-    con: &mut ClusterConnection,
-    stream: &str,
-) -> Vec<(String, Vec<(String, String)>)> {
-    raw_entries(con, stream)
-        .await
-        .into_iter()
-        .map(|(id, fields)| {
-            let fields = fields
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        String::from_utf8_lossy(&k).into_owned(),
-                        String::from_utf8_lossy(&v).into_owned(),
-                    )
-                })
-                .collect();
-            (id, fields)
-        })
-        .collect()
-}
-
-async fn xlen(con: &mut ClusterConnection, stream: &str) -> u64 {
-    redis::cmd("XLEN")
-        .arg(stream)
-        .query_async(con)
-        .await
-        .expect("XLEN")
-}
-
-/// Pending count of `group` on `stream` (0 when the group does not exist).
-async fn pending(con: &mut ClusterConnection, stream: &str, group: &str) -> u64 {
-    let reply: redis::RedisResult<(u64, redis::Value, redis::Value, redis::Value)> =
-        redis::cmd("XPENDING")
-            .arg(stream)
-            .arg(group)
-            .query_async(con)
-            .await;
-    reply.map_or(0, |(n, ..)| n)
-}
 
 /// `XINFO GROUPS` of `stream` (empty when the stream has none, or does not exist).
 async fn groups_info(con: &mut ClusterConnection, stream: &str) -> redis::Value {
@@ -594,18 +521,6 @@ async fn redrive_on_a_cluster_returns_dead_letters_to_their_slot_and_to_another(
     assert_eq!(xlen(&mut con, dead_letter).await, 0);
 }
 
-fn sha256(path: &Path) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 /// The digests the hosts running `handlers` advertise (sorted), and the deployed one, from
 /// `beehive status --json`.
 fn rollout(config: &Path) -> (Vec<String>, Option<String>) {
@@ -634,16 +549,7 @@ fn rollout(config: &Path) -> (Vec<String>, Option<String>) {
 
 /// `(of, version)` of every receipt, in stream order.
 async fn versions(con: &mut ClusterConnection) -> Vec<(String, String)> {
-    entries(con, "receipts")
-        .await
-        .into_iter()
-        .map(|(_, f)| {
-            (
-                field(&f, "of").unwrap().to_string(),
-                field(&f, "version").unwrap().to_string(),
-            )
-        })
-        .collect()
+    receipt_versions(entries(con, "receipts").await)
 }
 
 /// The versions of the receipts in commit order, runs of one version collapsed.
@@ -863,22 +769,8 @@ async fn kill_normal_clients(cluster: &RedisCluster) -> u64 {
 /// is sent again: some of its events may then be in the stream twice, each under its own
 /// ID, and each entry must still be echoed once.
 async fn publish_batch(con: &mut ClusterConnection, first: usize, n: usize) {
+    let pipe = echo_inputs(first, n);
     for attempt in 0.. {
-        let mut pipe = redis::pipe();
-        for i in first..first + n {
-            let to = if i % 2 == 0 {
-                "{orders}-echoed"
-            } else {
-                "elsewhere"
-            };
-            pipe.cmd("XADD")
-                .arg("{orders}-created")
-                .arg("*")
-                .arg("echo-to")
-                .arg(to)
-                .arg("src")
-                .arg(i.to_string());
-        }
         match pipe.query_async::<Vec<String>>(con).await {
             Ok(_) => return,
             Err(e) => {

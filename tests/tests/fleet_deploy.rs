@@ -5,21 +5,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use beehive_tests::{
-    Beehive, TempDir, engine, entries, eventually, field, hostile_version, pending, redis,
+    Beehive, TempDir, engine, entries, eventually, hostile_version, pending, redis,
 };
 
 /// `(of, version)` of every receipt.
 async fn versions(server: &beehive_tests::RedisServer) -> Vec<(String, String)> {
-    entries(server, "receipts")
-        .await
-        .into_iter()
-        .map(|(_, f)| {
-            (
-                field(&f, "of").unwrap().to_string(),
-                field(&f, "version").unwrap().to_string(),
-            )
-        })
-        .collect()
+    beehive_tests::receipt_versions(entries(server, "receipts").await)
 }
 
 /// The hosts running each consumer of `handlers`, from `beehive status --json`.

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use beehive_tests::{
-    Beehive, TempDir, engine, entries, eventually, field, hostile_version, pending, redis,
+    Beehive, TempDir, engine, entries, eventually, field, hostile_version, pending, redis, sha256,
 };
 
 fn config(
@@ -23,16 +23,7 @@ fn config(
 }
 
 async fn versions(server: &beehive_tests::RedisServer) -> Vec<(String, String)> {
-    entries(server, "receipts")
-        .await
-        .into_iter()
-        .map(|(_, f)| {
-            (
-                field(&f, "of").unwrap().to_string(),
-                field(&f, "version").unwrap().to_string(),
-            )
-        })
-        .collect()
+    beehive_tests::receipt_versions(entries(server, "receipts").await)
 }
 
 #[tokio::test]
@@ -185,15 +176,7 @@ async fn sighup_reloads_and_status_shows_the_running_digest() {
     let seen = versions(&server).await;
     assert_eq!((seen[0].1.as_str(), seen[1].1.as_str()), ("v1", "v2"));
 
-    let digest = {
-        use std::process::Command;
-        let out = Command::new("sha256sum").arg(&v2).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let digest = sha256(&v2);
     eventually(
         "status to show the running digest",
         Duration::from_secs(20),
@@ -212,18 +195,6 @@ async fn sighup_reloads_and_status_shows_the_running_digest() {
         },
     )
     .await;
-}
-
-fn sha256(path: &Path) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// The digests the hosts advertise, and the deployed one, from `beehive status --json`.

@@ -55,9 +55,7 @@ impl Connection {
             other => cmd.query_async(other).await,
         }
     }
-}
 
-impl Connection {
     /// On a cluster, the address of the master serving `key`'s slot, as this connection
     /// reaches it (the server side of the connection, `CLIENT INFO`'s `laddr`); `None` on
     /// a single server.
