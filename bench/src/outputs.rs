@@ -12,9 +12,11 @@
 //! With `BEEHIVE_BENCH_TRACE` set, a drain also prints a timeline (events handled, outbox
 //! and target length every 20 ms) and the servers' `INFO commandstats` (reset before it).
 //!
-//! The latency of an output is its target entry ID's time minus its `t`: from the handler's
-//! call through the batch's commit to the `XADD` on the target. The commit's own time is
-//! in it, so it is an upper bound of the relay's commit → `XADD` time.
+//! Two latencies: per output, its target entry ID's time minus its `t` (from when the
+//! handler took up the batch, through its commit, to the `XADD` on the target); and, for
+//! the relay, what it reports per output it wrote (`Observer::relay_latencies`): from the
+//! commit that put the output in the outbox (the outbox entry ID's time) to the target's
+//! answer, the relay's commit → `XADD` time the goal is about.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use beehive::consumer::{BatchCounts, Observer};
 use beehive::redis_server::RedisServer;
 use beehive::runtime::{Component, GuestSettings, WasmHandler};
 use beehive::{BatchHandler, CancellationToken, Decision, Event, EventBroker, Registry};
@@ -43,7 +46,10 @@ pub const CROSS: &str = "C3-out-cross";
 /// Latencies (ms) of one scenario row, pooled over the runs.
 #[derive(Default)]
 struct Latencies {
+    /// From the handler's call.
     ms: Vec<i64>,
+    /// The relay's, from the commit into the outbox (cross-pool only).
+    from_commit: Vec<i64>,
     /// Per run: time from the handler's last batch to the last output in its target (ms).
     tails: Vec<f64>,
 }
@@ -160,6 +166,7 @@ impl Outputs {
         let cpu = (redis_cpu(&mut source).await?, self.far_cpu().await?);
         let seen = Arc::new(AtomicUsize::new(0));
         let last = Arc::new(std::sync::Mutex::new(None));
+        let relay = RelayLatencies::default();
         let trace = std::env::var_os("BEEHIVE_BENCH_TRACE").is_some();
         if trace {
             for con in [&mut source, &mut out] {
@@ -182,6 +189,7 @@ impl Outputs {
         let started = Instant::now();
         let mut consumer = self.broker.consumer(GROUP)?;
         consumer.disable_loop();
+        consumer.options_mut().metrics = Some(Arc::new(relay.clone()));
         consumer
             .consume_with(
                 CancellationToken::new(),
@@ -224,15 +232,18 @@ impl Outputs {
         anyhow::ensure!(handled == n, "handled {handled} of {n} events");
         bench.check_drained(scenario, n).await?;
         let ms = latencies(&mut out, target, n).await?;
+        let from_commit = relay.take();
         let last_batch = last.lock().expect("not poisoned").unwrap_or(started);
         let tail = (started + elapsed).saturating_duration_since(last_batch);
         eprintln!(
-            "        input handled in {:.0} ms, last output {:.0} ms later; latency p50 {} ms, p99 {} ms, max {} ms; Redis CPU µs/event: source {:.2}, far {:.2}",
+            "        input handled in {:.0} ms, last output {:.0} ms later; latency p50 {} ms, p99 {} ms, max {} ms; relay p50 {} ms, p99 {} ms; Redis CPU µs/event: source {:.2}, far {:.2}",
             (last_batch - started).as_secs_f64() * 1e3,
             tail.as_secs_f64() * 1e3,
             percentile(&ms, 50.0),
             percentile(&ms, 99.0),
             ms.iter().max().copied().unwrap_or(0),
+            percentile(&from_commit, 50.0),
+            percentile(&from_commit, 99.0),
             cpu.0 * 1e6 / n as f64,
             cpu.1 * 1e6 / n as f64,
         );
@@ -244,7 +255,12 @@ impl Outputs {
             run,
             redis_us: Some((cpu.0 + cpu.1) * 1e6 / n as f64),
         });
-        self.record(scenario, &format!("drain, batch {batch}"), ms, Some(tail));
+        self.record(
+            scenario,
+            &format!("drain, batch {batch}"),
+            (ms, from_commit),
+            Some(tail),
+        );
         Ok(())
     }
 
@@ -276,6 +292,8 @@ impl Outputs {
         let cancel = CancellationToken::new();
         let mut consumer = self.broker.consumer(GROUP)?;
         consumer.set_block_time(Duration::from_millis(500));
+        let relay = RelayLatencies::default();
+        consumer.options_mut().metrics = Some(Arc::new(relay.clone()));
         let handler = self.handler();
         let consuming = {
             let cancel = cancel.clone();
@@ -316,17 +334,20 @@ impl Outputs {
         waited?;
         bench.check_drained(scenario, n).await?;
         let ms = latencies(&mut out, target, n).await?;
+        let from_commit = relay.take();
         eprintln!(
-            "  run {} {scenario:<12} paced {} events/s (achieved {:.0}), batch ≤ {batch}: latency p50 {} ms, p99 {} ms, max {} ms",
+            "  run {} {scenario:<12} paced {} events/s (achieved {:.0}), batch ≤ {batch}: latency p50 {} ms, p99 {} ms, max {} ms; relay p50 {} ms, p99 {} ms",
             run + 1,
             self.paced_rate,
             rate(n, publishing),
             percentile(&ms, 50.0),
             percentile(&ms, 99.0),
             ms.iter().max().copied().unwrap_or(0),
+            percentile(&from_commit, 50.0),
+            percentile(&from_commit, 99.0),
         );
         let row = format!("paced {} events/s, batch ≤ {batch}", self.paced_rate);
-        self.record(scenario, &row, ms, None);
+        self.record(scenario, &row, (ms, from_commit), None);
         Ok(())
     }
 
@@ -334,13 +355,20 @@ impl Outputs {
         redis_cpu(&mut self.far_client.get_multiplexed_async_connection().await?).await
     }
 
-    fn record(&mut self, scenario: &str, row: &str, ms: Vec<i64>, tail: Option<Duration>) {
+    fn record(
+        &mut self,
+        scenario: &str,
+        row: &str,
+        (ms, from_commit): (Vec<i64>, Vec<i64>),
+        tail: Option<Duration>,
+    ) {
         let key = (scenario.to_string(), row.to_string());
         if !self.latencies.contains_key(&key) {
             self.order.push(key.clone());
         }
         let entry = self.latencies.entry(key).or_default();
         entry.ms.extend(ms);
+        entry.from_commit.extend(from_commit);
         entry.tails.extend(tail.map(|t| t.as_secs_f64() * 1e3));
     }
 
@@ -351,14 +379,15 @@ impl Outputs {
         }
         println!();
         println!(
-            "Output latency (ms from the handler's call to the output's XADD on its target: \
-             target entry ID time − meta t; includes the commit; pooled over runs)"
+            "Output latency (ms to the output's XADD on its target: from the handler's call \
+             (target entry ID time − meta t), and the relay's, from the commit into the \
+             outbox (outbox entry ID time) to the target's answer; pooled over runs)"
         );
         println!();
         println!(
-            "| scenario | how | outputs | p50 ms | p99 ms | max ms | last output after input handled, median ms |"
+            "| scenario | how | outputs | from call p50 ms | p99 ms | max ms | relay, from commit p50 ms | p99 ms | max ms | last output after input handled, median ms |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut order = self.order.clone();
         // Drain rows first (by batch), then the paced ones, same before cross in each.
         order.sort_by_key(|(scenario, row)| {
@@ -377,8 +406,18 @@ impl Outputs {
             } else {
                 format!("{:.0}", median(&l.tails))
             };
+            let relay = if l.from_commit.is_empty() {
+                "– | – | –".to_string()
+            } else {
+                format!(
+                    "{} | {} | {}",
+                    percentile(&l.from_commit, 50.0),
+                    percentile(&l.from_commit, 99.0),
+                    l.from_commit.iter().max().copied().unwrap_or(0),
+                )
+            };
             println!(
-                "| {} | {} | {} | {} | {} | {} | {tail} |",
+                "| {} | {} | {} | {} | {} | {} | {relay} | {tail} |",
                 key.0,
                 key.1,
                 l.ms.len(),
@@ -403,6 +442,32 @@ impl<H: BatchHandler> BatchHandler for Timed<H> {
         let decision = self.inner.handle(events).await;
         *self.last.lock().expect("not poisoned") = Some(Instant::now());
         decision
+    }
+}
+
+/// Collects the relay's per-output latencies (ms); ignores every other figure.
+#[derive(Clone, Debug, Default)]
+struct RelayLatencies(Arc<std::sync::Mutex<Vec<i64>>>);
+
+impl RelayLatencies {
+    fn take(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.0.lock().expect("not poisoned"))
+    }
+}
+
+impl Observer for RelayLatencies {
+    fn batch(&self, _: &str, _: BatchCounts, _: Duration, _: Option<u64>) {}
+    fn failure(&self, _: &str, _: &str) {}
+    fn published(&self, _: &str, _: &str, _: u64) {}
+    fn publish_refused(&self, _: &str) {}
+    fn commit_failed(&self, _: &str) {}
+    fn relayed(&self, _: &str, _: &str, _: u64) {}
+    fn deleted_while_pending(&self, _: &str, _: u64) {}
+    fn lock_held(&self, _: &str, _: i64) {}
+
+    fn relay_latencies(&self, _: &str, latencies: &[Duration]) {
+        let mut all = self.0.lock().expect("not poisoned");
+        all.extend(latencies.iter().map(|l| l.as_millis() as i64));
     }
 }
 

@@ -4,8 +4,11 @@
 //! ([`Engine::event_broker`]) and garbage collection ([`Engine::gc`]) are added by the
 //! [`broker`](crate::broker) layer above.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+mod pace;
+pub use pace::RelayPace;
 
 use crate::error::{Error, Result};
 use crate::redis::pool::{Connection, Pool};
@@ -20,6 +23,8 @@ pub struct Engine {
 struct EngineInner {
     registry: ValidatedRegistry,
     pools: BTreeMap<String, Pool>,
+    /// Per outbox (`<pool>/<key>`), how far this process's relay trails its consumers.
+    paces: Mutex<HashMap<String, Arc<RelayPace>>>,
 }
 
 impl ValidatedRegistry {
@@ -43,13 +48,28 @@ impl Engine {
             })
             .collect();
         Engine {
-            inner: Arc::new(EngineInner { registry, pools }),
+            inner: Arc::new(EngineInner {
+                registry,
+                pools,
+                paces: Mutex::default(),
+            }),
         }
     }
 
     /// The validated topology this engine serves.
     pub fn registry(&self) -> &ValidatedRegistry {
         &self.inner.registry
+    }
+
+    /// The pace of the outbox `outbox` in pool `pool`, shared by this process's consumers
+    /// that fill it and its relay (see [`RelayPace`]).
+    pub fn relay_pace(&self, pool: &str, outbox: &str) -> Arc<RelayPace> {
+        let mut paces = self
+            .inner
+            .paces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        paces.entry(format!("{pool}/{outbox}")).or_default().clone()
     }
 
     /// The pool called `name`.

@@ -613,6 +613,12 @@ async fn a_stopped_target_pool_delays_outputs_but_not_consumption_and_loses_or_r
         Some(1.0),
         "{text}"
     );
+    // One latency per output written, the ones held back by the outage included.
+    assert_eq!(
+        sample(&text, &format!("beehive_relay_latency_seconds_count{g}")),
+        Some(500.0),
+        "{text}"
+    );
     assert_eq!(
         xlen_db(&first, 0, DEAD_LETTER).await,
         1,

@@ -7,9 +7,11 @@
 //!
 //! 1. reads the oldest page of the outbox (the next page is read, and the page before
 //!    deleted, while one is delivered),
-//! 2. per target domain, writes the page's outputs in one script that also records a dedupe
-//!    mark per target stream (so an output written before a crash is skipped, never written
-//!    twice),
+//! 2. per target domain, writes the page's outputs atomically with a dedupe mark per target
+//!    stream (so an output written before a crash is skipped, never written twice): on a
+//!    standalone target, `XADD`s in a transaction over a connection of the relay's own,
+//!    guarded by `WATCH` on the marks; on a cluster slot (or when the transaction did not
+//!    run), in one script,
 //! 3. deletes the delivered entries from the outbox; outputs a target refused (a key of
 //!    another type, an ACL) are moved to the group's dead-letter stream with the reason,
 //!    atomically with their deletion from the outbox.
@@ -17,24 +19,25 @@
 //! A target that cannot be reached stops the relay at that output (order is kept) and it
 //! retries with a backoff; the consumers go on and the outbox grows meanwhile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, RelayPace};
 use crate::error::{Error, PoolContext, Result};
 use crate::event::EntryId;
 use crate::keys::{self, dead_letter_fields};
 use crate::redis::commands;
 use crate::redis::lock::Lock;
 use crate::redis::outbox::{self, Delivery, Output};
+use crate::redis::pool::Connection;
 use crate::registry::{Domain, GroupSlice};
 
-/// How many outputs one relay step moves (its deliver script holds a target's Redis for
-/// about 4 ms at most; larger pages let the relay catch up with consumers of batch 1000).
-const PAGE: usize = 1000;
+/// How many outputs one relay step moves (a step holds a target's Redis for about 1.5 ms,
+/// 4 ms with the script; larger pages let the relay catch up with consumers of batch 1000).
+pub(crate) const PAGE: usize = 1000;
 /// TTL of the relay lock (refreshed every third of it): a relay that dies hands over to
 /// another host's within this time.
 const LOCK_TTL: Duration = Duration::from_secs(10);
@@ -43,6 +46,9 @@ const BLOCK: Duration = Duration::from_secs(2);
 
 /// Told how many outputs were written to each target stream.
 pub type DeliveredFn = Arc<dyn Fn(&str, u64) + Send + Sync>;
+
+/// Told, per output written, how long after its commit into the outbox it was written.
+pub type LatenciesFn = Arc<dyn Fn(&[Duration]) + Send + Sync>;
 
 /// The relay of one group's outbox; cheap to clone.
 #[derive(Clone)]
@@ -57,6 +63,9 @@ pub struct Relay {
     lock: String,
     dead_letter_stream: String,
     delivered: Option<DeliveredFn>,
+    latencies: Option<LatenciesFn>,
+    /// How far this relay trails the consumers that fill its outbox (shared with them).
+    pace: Arc<RelayPace>,
 }
 
 impl Relay {
@@ -78,12 +87,14 @@ impl Relay {
         let local = !engine
             .registry()
             .crosses_domain(dead_letter_stream, &domain);
+        let outbox = slice.outbox(group);
         Ok(Relay {
+            pace: engine.relay_pace(&def.pool, &outbox),
             engine: engine.clone(),
             group: group.to_string(),
             pool: def.pool.clone(),
             domain,
-            outbox: slice.outbox(group),
+            outbox,
             lock: slice.relay_lock(group),
             dead_letter_stream: if local {
                 dead_letter_stream.to_string()
@@ -91,6 +102,7 @@ impl Relay {
                 keys::dead_letter_stream_in(slice.tag.as_deref(), group)
             },
             delivered: None,
+            latencies: None,
         })
     }
 
@@ -98,7 +110,9 @@ impl Relay {
     /// outputs go back to `dead_letter_stream`.
     pub fn for_redrive(engine: &Engine, pool: &str, dead_letter_stream: &str) -> Relay {
         let clustered = engine.registry().is_cluster(pool);
+        let outbox = keys::redrive_outbox(dead_letter_stream, clustered);
         Relay {
+            pace: engine.relay_pace(pool, &outbox),
             engine: engine.clone(),
             group: keys::dead_letter_group(dead_letter_stream)
                 .unwrap_or(dead_letter_stream)
@@ -108,11 +122,25 @@ impl Relay {
                 pool: pool.to_string(),
                 slot: clustered.then(|| keys::slot(dead_letter_stream)),
             },
-            outbox: keys::redrive_outbox(dead_letter_stream, clustered),
+            outbox,
             lock: keys::redrive_relay_lock(dead_letter_stream, clustered),
             dead_letter_stream: dead_letter_stream.to_string(),
             delivered: None,
+            latencies: None,
         }
+    }
+
+    /// How far this relay trails the consumers that fill its outbox, in this process.
+    pub fn pace(&self) -> Arc<RelayPace> {
+        self.pace.clone()
+    }
+
+    /// Calls `latencies(per output)` after each step that wrote outputs: from the outbox
+    /// entry's ID time (when the commit wrote it, by the outbox Redis's clock) to the
+    /// target's answer (by this host's clock; 0 when the clocks disagree the other way).
+    pub fn on_latencies(mut self, latencies: LatenciesFn) -> Relay {
+        self.latencies = Some(latencies);
+        self
     }
 
     /// Calls `delivered(target, n)` after each step that wrote outputs.
@@ -195,6 +223,8 @@ impl Relay {
             return Ok(false);
         };
         let result = self.relay_while(&lock, cancel, deadline).await;
+        // Whoever holds the lock next says whether it flows.
+        self.pace.stopped();
         if let Err(e) = lock.release().await {
             tracing::debug!(error = %e, "cannot release the relay lock; it expires by itself");
         }
@@ -217,6 +247,8 @@ impl Relay {
             .await
             .pool(&self.pool)?;
         let mut waiter = None;
+        // Per standalone target pool, the relay's own connection for delivery transactions.
+        let mut targets: HashMap<String, Connection> = HashMap::new();
         let mut stalled = Duration::ZERO;
         // The settled head of the outbox not yet deleted (below this ID): deleted with the
         // next read, in the same round trip.
@@ -245,6 +277,7 @@ impl Relay {
                 }
             };
             if page.is_empty() {
+                self.pace.caught_up();
                 if deadline.is_some() {
                     break Ok(());
                 }
@@ -272,23 +305,26 @@ impl Relay {
             let last = page.last().expect("not empty").id;
             let read_ahead = stalled.is_zero();
             let trim_now = if read_ahead { trim.take() } else { None };
-            let (delivered, next) = tokio::join!(self.deliver(&page, stalled.is_zero()), async {
-                if read_ahead {
-                    Some(
-                        outbox::trim_and_page_after(
-                            &mut reader,
-                            &self.outbox,
-                            trim_now,
-                            last,
-                            PAGE,
+            let (delivered, next) = tokio::join!(
+                self.deliver(&page, &mut targets, stalled.is_zero()),
+                async {
+                    if read_ahead {
+                        Some(
+                            outbox::trim_and_page_after(
+                                &mut reader,
+                                &self.outbox,
+                                trim_now,
+                                last,
+                                PAGE,
+                            )
+                            .await
+                            .pool(&self.pool),
                         )
-                        .await
-                        .pool(&self.pool),
-                    )
-                } else {
-                    None
+                    } else {
+                        None
+                    }
                 }
-            });
+            );
             let settled = self.settle(&mut con, &page, delivered).await;
             let (moved, below, whole) = match settled {
                 Ok(settled) => settled,
@@ -314,6 +350,7 @@ impl Relay {
                 trim = None;
             }
             if moved == 0 {
+                self.pace.stopped();
                 // The head of the outbox cannot move now (a target is down): wait, longer
                 // each time, up to 5 s.
                 stalled = (stalled * 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
@@ -323,6 +360,7 @@ impl Relay {
                     _ = tokio::time::sleep(stalled) => {}
                 }
             } else {
+                self.pace.settled(moved as u64);
                 if !stalled.is_zero() {
                     tracing::info!(group = %self.group, "relay targets reachable again; outputs flow");
                 }
@@ -342,12 +380,18 @@ impl Relay {
     /// Writes one page to its targets: per target domain (the domains in parallel), in
     /// outbox order; stops at the first output that cannot be written now. Touches only
     /// the targets.
-    async fn deliver<'p>(&self, page: &'p [Output], first_failure: bool) -> Delivered<'p> {
+    async fn deliver<'p>(
+        &self,
+        page: &'p [Output],
+        targets: &mut HashMap<String, Connection>,
+        first_failure: bool,
+    ) -> Delivered<'p> {
         let mut delivered = Delivered {
             stop_at: page.len(),
             settled: Vec::new(),
             refused: Vec::new(),
             written: BTreeMap::new(),
+            latencies: Vec::new(),
         };
         // Per target commit domain (a pool, or a slot of a cluster pool): one script each.
         let mut by_domain: BTreeMap<Domain, Vec<(usize, &Output)>> = BTreeMap::new();
@@ -363,20 +407,26 @@ impl Relay {
             }
         }
         let mark_field = format!("{}/{}", self.pool, self.outbox);
-        let results = futures::future::join_all(by_domain.iter().map(|(domain, outputs)| {
+        let delivering = by_domain.iter().map(|(domain, outputs)| {
+            let own = domain
+                .slot
+                .is_none()
+                .then(|| targets.remove(&domain.pool))
+                .flatten();
+            let only: Vec<&Output> = outputs.iter().map(|(_, o)| *o).collect();
             let mark_field = &mark_field;
-            let pool_name = &domain.pool;
-            async move {
-                let only: Vec<&Output> = outputs.iter().map(|(_, o)| *o).collect();
-                let pool = self.engine.pool(pool_name)?;
-                let mut con = pool.connection().await?;
-                outbox::deliver(&mut con, mark_field, &only)
-                    .await
-                    .pool(pool_name)
+            async move { self.deliver_to(domain, mark_field, only, own).await }
+        });
+        let results = futures::future::join_all(delivering).await;
+        let answered_ms = self.latencies.as_ref().map(|_| wall_clock_ms());
+        let mut results_by_domain = Vec::with_capacity(results.len());
+        for ((domain, _), (result, own)) in by_domain.iter().zip(results) {
+            if let Some(own) = own {
+                targets.insert(domain.pool.clone(), own);
             }
-        }))
-        .await;
-        for ((domain, outputs), result) in by_domain.iter().zip(results) {
+            results_by_domain.push(result);
+        }
+        for ((domain, outputs), result) in by_domain.iter().zip(results_by_domain) {
             let pool_name = &domain.pool;
             match result {
                 Ok(results) => {
@@ -384,6 +434,11 @@ impl Relay {
                         match result {
                             Delivery::Written => {
                                 delivered.settled.push(*i);
+                                if let Some(now) = answered_ms {
+                                    delivered.latencies.push(Duration::from_millis(
+                                        now.saturating_sub(output.id.ms),
+                                    ));
+                                }
                                 let target = output.target.as_deref().unwrap_or_default();
                                 *delivered.written.entry(target).or_default() += 1;
                             }
@@ -408,6 +463,50 @@ impl Relay {
             }
         }
         delivered
+    }
+
+    /// Writes `outputs` (all of `domain`) and says what happened to each. A standalone
+    /// target is written in a transaction on the relay's own connection to it (`own`, opened
+    /// when `None`; handed back unless it failed); a cluster slot, or outputs the
+    /// transaction could not take, with the deliver script on the pool's shared connection.
+    async fn deliver_to(
+        &self,
+        domain: &Domain,
+        mark_field: &str,
+        outputs: Vec<&Output>,
+        own: Option<Connection>,
+    ) -> (Result<Vec<Delivery>>, Option<Connection>) {
+        let pool = match self.engine.pool(&domain.pool) {
+            Ok(pool) => pool,
+            Err(e) => return (Err(e), own),
+        };
+        if domain.slot.is_none() && !pool.is_cluster() {
+            let mut con = match own {
+                Some(con) => con,
+                None => match pool.dedicated(crate::redis::pool::RESPONSE_TIMEOUT).await {
+                    Ok(con) => con,
+                    Err(e) => return (Err(e), None),
+                },
+            };
+            match outbox::deliver_in_transaction(&mut con, mark_field, &outputs).await {
+                Ok(Some(delivered)) => return (Ok(delivered), Some(con)),
+                Ok(None) => {
+                    let result = outbox::deliver(&mut con, mark_field, &outputs).await;
+                    let keep = result.is_ok().then_some(con);
+                    return (result.pool(&domain.pool), keep);
+                }
+                // The connection may be broken: the next step opens another.
+                Err(e) => return (Err(e).pool(&domain.pool), None),
+            }
+        }
+        let result = async {
+            let mut con = pool.connection().await?;
+            outbox::deliver(&mut con, mark_field, &outputs)
+                .await
+                .pool(&domain.pool)
+        }
+        .await;
+        (result, None)
     }
 
     /// Settles a delivered page in the outbox: dead-letters the refused outputs (each
@@ -457,6 +556,11 @@ impl Relay {
                 report(target, *n);
             }
         }
+        if let Some(report) = &self.latencies
+            && !delivered.latencies.is_empty()
+        {
+            report(&delivered.latencies);
+        }
         // Everything before `stop_at` is settled: that head of the outbox can go in one
         // command (entries behind a failed one stay, so order per target holds).
         let below = (stop_at > 0).then(|| {
@@ -477,4 +581,13 @@ struct Delivered<'p> {
     refused: Vec<(usize, String)>,
     /// How many were written per target stream.
     written: BTreeMap<&'p str, u64>,
+    /// Per output written, the time from its commit to its write.
+    latencies: Vec<Duration>,
+}
+
+/// Milliseconds since the Unix epoch by this host's clock.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

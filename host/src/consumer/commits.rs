@@ -94,6 +94,9 @@ impl Run<'_> {
                     seq: self.commits_sent,
                 }
             });
+            if let Some(pace) = &self.pace {
+                pace.committed(commit.outboxed() as u64);
+            }
             Box::pin(commit.run(self.con.clone(), Some(lock), mark).map(Some))
         };
         // The first poll hands the command to the connection: Redis runs it while the

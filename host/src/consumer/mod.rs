@@ -391,6 +391,7 @@ impl Consumer {
                 .collect(),
             domain: registry.slice_domain(&self.group, slice),
             outbox: slice.outbox(&self.group.name),
+            pace: None,
             queue: VecDeque::new(),
             queued_at: Instant::now(),
             pending: None,
@@ -408,6 +409,7 @@ impl Consumer {
         // Outputs to streams of other commit domains wait in the slice's outbox: relay them
         // while consuming (one relay per outbox at a time, across hosts).
         let relay = self.relay(slice)?;
+        run.pace = relay.as_ref().map(Relay::pace);
         let relay_stop = CancellationToken::new();
         let relaying = relay.clone().map(|relay| {
             let stop = relay_stop.clone();
@@ -460,9 +462,14 @@ impl Consumer {
         )?;
         if let Some(metrics) = self.options.metrics.clone() {
             let group = self.group.name.clone();
-            relay = relay.on_delivered(Arc::new(move |target, n| {
-                metrics.relayed(&group, target, n)
-            }));
+            let latency = (metrics.clone(), group.clone());
+            relay = relay
+                .on_delivered(Arc::new(move |target, n| {
+                    metrics.relayed(&group, target, n)
+                }))
+                .on_latencies(Arc::new(move |latencies| {
+                    latency.0.relay_latencies(&latency.1, latencies)
+                }));
         }
         Ok(Some(relay))
     }

@@ -34,6 +34,13 @@ pub trait Observer: std::fmt::Debug + Send + Sync + 'static {
     fn commit_failed(&self, group: &str);
     /// The relay of `group`'s outbox wrote `n` outputs to `stream` (another commit domain).
     fn relayed(&self, group: &str, stream: &str, n: u64);
+    /// The relay of `group`'s outbox wrote outputs whose commits (into the outbox) were
+    /// that long before, one per output: from the outbox entry's ID time (the source
+    /// Redis's clock) to the target's answer (the relay host's clock). Does nothing unless
+    /// implemented.
+    fn relay_latencies(&self, group: &str, latencies: &[Duration]) {
+        let _ = (group, latencies);
+    }
     /// `n` entries of `group` were found deleted while pending and dead-lettered.
     fn deleted_while_pending(&self, group: &str, n: u64);
     /// A consumer of `group` took (`+1`) or released (`-1`) its lock.

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::engine::RelayPace;
 use crate::redis::pool::Connection;
 use tokio_util::sync::CancellationToken;
 
@@ -20,10 +21,14 @@ use super::failure::{failure_kind, panic_message};
 use super::read_ahead::{Pages, REOPEN_AFTER_REDIRECT};
 use super::source::{Fetched, Reader};
 use super::{BatchHandler, Consumer, ConsumerOptions};
+use crate::broker::relay::PAGE as RELAY_PAGE;
 use crate::error::{Error, Result};
 use crate::event::{EntryId, Event};
 use crate::redis::commands;
 use crate::redis::lock::Lock;
+
+/// The longest a consumer waits, before a batch, for a relay that trails it.
+pub(super) const RELAY_PATIENCE: Duration = Duration::from_millis(500);
 
 /// The state of one running consumer.
 pub(super) struct Run<'a> {
@@ -39,6 +44,8 @@ pub(super) struct Run<'a> {
     pub(super) domain: crate::registry::Domain,
     /// Where outputs to other domains go, in this domain.
     pub(super) outbox: String,
+    /// How far the outbox's relay trails (when outputs can leave the domain).
+    pub(super) pace: Option<Arc<RelayPace>>,
     /// Entries delivered to us but not handled yet (a read may return more than `count`).
     pub(super) queue: VecDeque<Event>,
     /// When the oldest entry in the queue was delivered.
@@ -141,11 +148,33 @@ impl Run<'_> {
             // batch is handled: the reads go out before the handler starts.
             self.read_ahead().await;
             self.record_answered()?;
+            self.wait_for_relay().await;
             let decided = self.handle(&mut handler, batch, delivered_at).await?;
             self.start_commit(decided).await;
             while self.inflight.len() > MAX_COMMITS_IN_FLIGHT {
                 self.settle_oldest().await?;
             }
+        }
+    }
+
+    /// Backpressure: while the relay of this slice's outbox (in this process) moves
+    /// outputs but trails by more than a batch or a relay page, gives it time to catch up
+    /// (at most [`RELAY_PATIENCE`]), so outputs reach their targets soon after their
+    /// input's commit and the outbox stays short. A relay that is stopped (its target is
+    /// down) or runs on another host is not waited for.
+    async fn wait_for_relay(&self) {
+        let Some(pace) = &self.pace else {
+            return;
+        };
+        let max_behind = self.count.max(RELAY_PAGE) as u64;
+        tokio::select! {
+            waited = pace.wait_within(max_behind, RELAY_PATIENCE) => {
+                if waited >= RELAY_PATIENCE {
+                    tracing::debug!(group = %self.group(), consumer = %self.name, "the relay trails and moves slowly; consuming on");
+                }
+            }
+            _ = self.cancel.cancelled() => {}
+            _ = self.lock.lost().cancelled() => {}
         }
     }
 

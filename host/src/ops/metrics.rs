@@ -54,6 +54,7 @@ struct Inner {
     oldest_pending: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     locks: Family<Labels, Gauge>,
     relayed: Family<Labels, Counter>,
+    relay_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     deleted_pending: Family<Labels, Counter>,
     outbox_length: Family<Labels, Gauge>,
     outbox_oldest: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -97,6 +98,7 @@ impl Metrics {
             oldest_pending: Family::default(),
             locks: Family::default(),
             relayed: Family::default(),
+            relay_seconds: Family::new_with_constructor(delay_histogram),
             deleted_pending: Family::default(),
             outbox_length: Family::default(),
             outbox_oldest: Family::default(),
@@ -183,6 +185,11 @@ impl Metrics {
             "relay_delivered",
             "Outputs the relay wrote to streams of another commit domain, by target stream",
             inner.relayed.clone(),
+        );
+        registry.register(
+            "relay_latency_seconds",
+            "Time from an output's commit into the outbox to its write on the target, per output",
+            inner.relay_seconds.clone(),
         );
         registry.register(
             "events_deleted_while_pending",
@@ -281,6 +288,14 @@ impl Metrics {
         let mut labels = group(group_name);
         labels.push(("stream", stream.to_string()));
         self.inner.relayed.get_or_create(&labels).inc_by(n);
+    }
+
+    /// Records, per output the relay of `group` wrote, the time since its commit.
+    pub fn relay_latencies(&self, group_name: &str, latencies: &[Duration]) {
+        let histogram = self.inner.relay_seconds.get_or_create(&group(group_name));
+        for latency in latencies {
+            histogram.observe(latency.as_secs_f64());
+        }
     }
 
     /// Records entries of `group` found deleted while pending.
@@ -425,6 +440,10 @@ impl Observer for Metrics {
 
     fn relayed(&self, group: &str, stream: &str, n: u64) {
         Metrics::relayed(self, group, stream, n);
+    }
+
+    fn relay_latencies(&self, group: &str, latencies: &[Duration]) {
+        Metrics::relay_latencies(self, group, latencies);
     }
 
     fn deleted_while_pending(&self, group: &str, n: u64) {

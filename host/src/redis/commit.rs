@@ -61,12 +61,19 @@ pub(crate) struct CommitBatch {
     data: Vec<u8>,
     ends: Vec<usize>,
     ops: usize,
+    /// How many entries go into an outbox.
+    outboxed: usize,
 }
 
 impl CommitBatch {
     /// True when there is nothing to write.
     pub(crate) fn is_empty(&self) -> bool {
         self.ops == 0
+    }
+
+    /// How many entries this commit writes into an outbox (for the relay to move).
+    pub(crate) fn outboxed(&self) -> usize {
+        self.outboxed
     }
 
     fn key(&mut self, key: &str) -> usize {
@@ -100,6 +107,7 @@ impl CommitBatch {
         match outbox {
             None => self.op("A", stream, 2 * fields),
             Some(outbox) => {
+                self.outboxed += 1;
                 self.op("A", outbox, 2 * (fields + 1));
                 self.arg(keys::OUTBOX_TARGET.as_bytes());
                 self.arg(stream.as_bytes());
