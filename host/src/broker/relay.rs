@@ -31,8 +31,7 @@ use crate::event::EntryId;
 use crate::keys::{self, dead_letter_fields};
 use crate::redis::commands;
 use crate::redis::lock::Lock;
-use crate::redis::outbox::{self, Delivery, Output};
-use crate::redis::pool::Connection;
+use crate::redis::outbox::{self, Delivery, Output, Reader};
 use crate::registry::{Domain, GroupSlice};
 
 /// How many outputs one relay step moves (a step holds a target's Redis for about 1.5 ms,
@@ -248,7 +247,7 @@ impl Relay {
             .pool(&self.pool)?;
         let mut waiter = None;
         // Per standalone target pool, the relay's own connection for delivery transactions.
-        let mut targets: HashMap<String, Connection> = HashMap::new();
+        let mut targets: HashMap<String, Reader> = HashMap::new();
         let mut stalled = Duration::ZERO;
         // The settled head of the outbox not yet deleted (below this ID): deleted with the
         // next read, in the same round trip.
@@ -383,7 +382,7 @@ impl Relay {
     async fn deliver<'p>(
         &self,
         page: &'p [Output],
-        targets: &mut HashMap<String, Connection>,
+        targets: &mut HashMap<String, Reader>,
         first_failure: bool,
     ) -> Delivered<'p> {
         let mut delivered = Delivered {
@@ -467,34 +466,51 @@ impl Relay {
 
     /// Writes `outputs` (all of `domain`) and says what happened to each. A standalone
     /// target is written in a transaction on the relay's own connection to it (`own`, opened
-    /// when `None`; handed back unless it failed); a cluster slot, or outputs the
-    /// transaction could not take, with the deliver script on the pool's shared connection.
+    /// when `None`: hand-parsed where it can be, else a dedicated redis-rs one; handed back
+    /// unless it failed); a cluster slot, or outputs the transaction could not take, with
+    /// the deliver script on the pool's shared connection.
     async fn deliver_to(
         &self,
         domain: &Domain,
         mark_field: &str,
         outputs: Vec<&Output>,
-        own: Option<Connection>,
-    ) -> (Result<Vec<Delivery>>, Option<Connection>) {
+        own: Option<Reader>,
+    ) -> (Result<Vec<Delivery>>, Option<Reader>) {
         let pool = match self.engine.pool(&domain.pool) {
             Ok(pool) => pool,
             Err(e) => return (Err(e), own),
         };
+        let mut own_back = None;
         if domain.slot.is_none() && !pool.is_cluster() {
             let mut con = match own {
                 Some(con) => con,
-                None => match pool.dedicated(crate::redis::pool::RESPONSE_TIMEOUT).await {
-                    Ok(con) => con,
-                    Err(e) => return (Err(e), None),
-                },
-            };
-            match outbox::deliver_in_transaction(&mut con, mark_field, &outputs).await {
-                Ok(Some(delivered)) => return (Ok(delivered), Some(con)),
-                Ok(None) => {
-                    let result = outbox::deliver(&mut con, mark_field, &outputs).await;
-                    let keep = result.is_ok().then_some(con);
-                    return (result.pool(&domain.pool), keep);
+                None => {
+                    let name = keys::read_ahead_client_name(&self.group, "relay-target");
+                    match outbox::Reader::open_own(pool.connection_info(), &name).await {
+                        Ok(Some(own)) => own,
+                        Ok(None) => {
+                            match pool.dedicated(crate::redis::pool::RESPONSE_TIMEOUT).await {
+                                Ok(con) => Reader::Shared(con),
+                                Err(e) => return (Err(e), None),
+                            }
+                        }
+                        Err(e) => return (Err(e).pool(&domain.pool), None),
+                    }
                 }
+            };
+            let result = match &mut con {
+                Reader::Own(own) => {
+                    outbox::deliver_in_transaction_on(own, mark_field, &outputs).await
+                }
+                Reader::Shared(con) => {
+                    outbox::deliver_in_transaction(con, mark_field, &outputs).await
+                }
+            };
+            match result {
+                Ok(Some(delivered)) => return (Ok(delivered), Some(con)),
+                // The transaction did not run, or its answer does not say per output: the
+                // script decides (after the marks) below.
+                Ok(None) => own_back = Some(con),
                 // The connection may be broken: the next step opens another.
                 Err(e) => return (Err(e).pool(&domain.pool), None),
             }
@@ -506,7 +522,7 @@ impl Relay {
                 .pool(&domain.pool)
         }
         .await;
-        (result, None)
+        (result, own_back)
     }
 
     /// Settles a delivered page in the outbox: dead-letters the refused outputs (each

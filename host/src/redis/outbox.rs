@@ -141,17 +141,29 @@ pub(crate) enum Delivery {
     Later(String),
 }
 
-/// Where the relay reads its outbox: a connection of its own whose replies are parsed by
-/// hand (see [`PageReader`]; pages of outputs are what redis-rs's parser is slowest at), or
-/// the pool's shared connection where that cannot be had (TLS, RESP3).
+/// Where the relay reads its outbox (or writes a target): a connection of its own whose
+/// replies are parsed by hand (see [`PageReader`]; pages of outputs, and transactions'
+/// answers, are what redis-rs's parser is slowest at), or a redis-rs connection where that
+/// cannot be had (TLS, RESP3): the pool's shared one to read the outbox, a dedicated one
+/// to write a target.
 pub(crate) enum Reader {
     /// The relay's own connection.
     Own(PageReader),
-    /// The pool's shared connection.
+    /// A redis-rs connection.
     Shared(Connection),
 }
 
 impl Reader {
+    /// A connection of the relay's own to the server of `info` (named `name`), or `None`
+    /// when that is not plain TCP with RESP2.
+    pub(crate) async fn open_own(info: &ConnectionInfo, name: &str) -> RedisResult<Option<Reader>> {
+        Ok(
+            PageReader::connect(info, name, super::pool::RESPONSE_TIMEOUT)
+                .await?
+                .map(Reader::Own),
+        )
+    }
+
     /// Opens a connection of its own to the server of `info` (named `name`), or settles
     /// for `shared` when that is not plain TCP with RESP2, or the pool is a cluster.
     pub(crate) async fn open(
@@ -311,70 +323,158 @@ pub(crate) async fn deliver_in_transaction<C: ConnectionLike>(
     mark_field: &str,
     outputs: &[&Output],
 ) -> RedisResult<Option<Vec<Delivery>>> {
-    let (streams, index) = targets(outputs);
-    let marks_keys: Vec<String> = streams.iter().map(|s| keys::relay_marks(s)).collect();
-    let mut read = redis::pipe();
-    // Forget any key a failed step left watched, then watch this page's marks.
-    read.cmd("UNWATCH").ignore();
-    read.cmd("WATCH").arg(&marks_keys).ignore();
-    for key in &marks_keys {
-        read.cmd("HGET").arg(key).arg(mark_field);
-    }
-    let marks: Vec<Option<String>> = read.query_async(con).await?;
-    let marks = marks
-        .into_iter()
-        .map(|mark| {
-            mark.map(|m| {
-                m.parse::<EntryId>().map_err(|_| {
-                    redis::RedisError::from((
-                        redis::ErrorKind::UnexpectedReturnType,
-                        "unexpected relay mark",
-                        m,
-                    ))
-                })
-            })
-            .transpose()
-        })
-        .collect::<RedisResult<Vec<_>>>()?;
-    let plan = plan_writes(outputs, &index, &marks);
-    if plan.writes.is_empty() {
+    let tx = Transaction::new(mark_field, outputs);
+    let marks: Vec<Option<String>> = tx.read_marks().query_async(con).await?;
+    let Some(write) = tx.plan(marks)? else {
         redis::cmd("UNWATCH").exec_async(con).await?;
         return Ok(Some(vec![Delivery::Skipped; outputs.len()]));
-    }
+    };
     // Sent as plain commands (not redis-rs's atomic pipeline), so that `EXEC`'s own answer
     // (its array, nil when a watched mark changed, or an abort) comes back as it is.
-    let mut tx = redis::pipe();
-    tx.ignore_errors().cmd("MULTI").ignore();
-    for &k in &plan.writes {
-        let output = outputs[k];
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(output.target.as_deref().unwrap_or_default())
-            .arg("*");
-        for (f, v) in &output.fields {
-            xadd.arg(f).arg(v);
-        }
-        tx.add_command(xadd).ignore();
+    let (exec,): (Value,) = write.pipe.query_async(con).await?;
+    tx.answer(&write, Ok(exec))
+}
+
+/// [`deliver_in_transaction`] on the relay's own connection, whose replies Beehive parses
+/// itself (the transaction's answers are two per output). An error reply inside `EXEC`'s
+/// answer (a key of another type) fails the whole answer there, so such a page also goes to
+/// the script: the marks, written in the transaction only for keys that are streams, keep
+/// it from writing anything twice.
+pub(crate) async fn deliver_in_transaction_on(
+    own: &PageReader,
+    mark_field: &str,
+    outputs: &[&Output],
+) -> RedisResult<Option<Vec<Delivery>>> {
+    let tx = Transaction::new(mark_field, outputs);
+    let read = tx.read_marks();
+    // Queued at once, in order: UNWATCH, WATCH, one HGET per stream.
+    let replies: Vec<_> = read.cmd_iter().map(|cmd| own.send(cmd)).collect();
+    let mut marks = Vec::with_capacity(replies.len());
+    for reply in futures::future::join_all(replies).await.into_iter().skip(2) {
+        marks.push(match reply? {
+            Value::Nil => None,
+            value => Some(commands::string(value)?),
+        });
     }
-    for (j, last) in plan.marks.iter().enumerate() {
-        if let Some(last) = last {
-            tx.cmd("EVAL")
-                .arg(MARK_SOURCE)
-                .arg(2)
-                .arg(streams[j])
-                .arg(&marks_keys[j])
-                .arg(mark_field)
-                .arg(last.to_string())
-                .arg(MARK_TTL.as_millis() as u64)
-                .ignore();
-        }
-    }
-    tx.cmd("EXEC");
-    let (exec,): (Value,) = tx.query_async(con).await?;
-    let Value::Array(results) = exec else {
-        // Nil: a watched mark changed. An error: the transaction was discarded.
-        return Ok(None);
+    let Some(write) = tx.plan(marks)? else {
+        own.send(&redis::cmd("UNWATCH")).await?;
+        return Ok(Some(vec![Delivery::Skipped; outputs.len()]));
     };
-    parse_transaction(results, &plan, outputs.len()).map(Some)
+    let skip = write.pipe.len() - 1;
+    let exec = own
+        .send_packed(write.pipe.get_packed_pipeline(), skip)
+        .await;
+    tx.answer(&write, exec)
+}
+
+/// One delivery transaction of a page (all of one standalone target): its streams and
+/// their marks' keys.
+struct Transaction<'a> {
+    mark_field: &'a str,
+    outputs: &'a [&'a Output],
+    streams: Vec<&'a str>,
+    index: Vec<usize>,
+    marks_keys: Vec<String>,
+}
+
+/// What a transaction writes, and the commands that do it.
+struct Write {
+    plan: Writes,
+    pipe: redis::Pipeline,
+}
+
+impl<'a> Transaction<'a> {
+    fn new(mark_field: &'a str, outputs: &'a [&'a Output]) -> Self {
+        let (streams, index) = targets(outputs);
+        let marks_keys = streams.iter().map(|s| keys::relay_marks(s)).collect();
+        Transaction {
+            mark_field,
+            outputs,
+            streams,
+            index,
+            marks_keys,
+        }
+    }
+
+    /// `UNWATCH` (whatever a failed step left watched), `WATCH` the marks, and read them:
+    /// the replies that matter are the `HGET`s, one per stream.
+    fn read_marks(&self) -> redis::Pipeline {
+        let mut read = redis::pipe();
+        read.cmd("UNWATCH").ignore();
+        read.cmd("WATCH").arg(&self.marks_keys).ignore();
+        for key in &self.marks_keys {
+            read.cmd("HGET").arg(key).arg(self.mark_field);
+        }
+        read
+    }
+
+    /// Given the marks read, what to write (`None`: everything was written before).
+    fn plan(&self, marks: Vec<Option<String>>) -> RedisResult<Option<Write>> {
+        let marks = marks
+            .into_iter()
+            .map(|mark| {
+                mark.map(|m| {
+                    m.parse::<EntryId>().map_err(|_| {
+                        redis::RedisError::from((
+                            redis::ErrorKind::UnexpectedReturnType,
+                            "unexpected relay mark",
+                            m,
+                        ))
+                    })
+                })
+                .transpose()
+            })
+            .collect::<RedisResult<Vec<_>>>()?;
+        let plan = plan_writes(self.outputs, &self.index, &marks);
+        if plan.writes.is_empty() {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors().cmd("MULTI").ignore();
+        for &k in &plan.writes {
+            let output = self.outputs[k];
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(output.target.as_deref().unwrap_or_default())
+                .arg("*");
+            for (f, v) in &output.fields {
+                xadd.arg(f).arg(v);
+            }
+            pipe.add_command(xadd).ignore();
+        }
+        for (j, last) in plan.marks.iter().enumerate() {
+            if let Some(last) = last {
+                pipe.cmd("EVAL")
+                    .arg(MARK_SOURCE)
+                    .arg(2)
+                    .arg(self.streams[j])
+                    .arg(&self.marks_keys[j])
+                    .arg(self.mark_field)
+                    .arg(last.to_string())
+                    .arg(MARK_TTL.as_millis() as u64)
+                    .ignore();
+            }
+        }
+        pipe.cmd("EXEC");
+        Ok(Some(Write { plan, pipe }))
+    }
+
+    /// Reads `EXEC`'s answer: per output, or `None` when the transaction did not run (nil:
+    /// a watched mark changed; an error: it was discarded, or an error reply inside the
+    /// answer hides which outputs went through). I/O errors are errors.
+    fn answer(
+        &self,
+        write: &Write,
+        exec: RedisResult<Value>,
+    ) -> RedisResult<Option<Vec<Delivery>>> {
+        match exec {
+            Ok(Value::Array(results)) => {
+                parse_transaction(results, &write.plan, self.outputs.len()).map(Some)
+            }
+            Ok(_) => Ok(None),
+            Err(e) if e.code().is_some() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The distinct target streams of `outputs`, in first-seen order, and per output the index
@@ -679,6 +779,50 @@ mod tests {
             .expect("nothing to write is an answer too");
         assert_eq!(again, vec![Delivery::Skipped; 3]);
         assert_eq!(values(&mut con, "a").await, ["3"]);
+    }
+
+    #[tokio::test]
+    async fn the_relays_own_connection_writes_once_and_leaves_a_refusal_to_the_script() {
+        let (server, mut con) = server().await;
+        let info = redis::IntoConnectionInfo::into_connection_info(server.url()).unwrap();
+        let own = PageReader::connect(&info, "test-relay", Duration::from_secs(10))
+            .await
+            .unwrap()
+            .expect("plain TCP with RESP2");
+        let outputs = [output("5-0", "a", "1"), output("6-0", "b", "2")];
+        let refs: Vec<&Output> = outputs.iter().collect();
+        let delivered = deliver_in_transaction_on(&own, "p/o", &refs)
+            .await
+            .unwrap()
+            .expect("the transaction ran");
+        assert_eq!(delivered, [Delivery::Written, Delivery::Written]);
+        let again = deliver_in_transaction_on(&own, "p/o", &refs)
+            .await
+            .unwrap()
+            .expect("nothing to write is an answer too");
+        assert_eq!(again, vec![Delivery::Skipped; 2]);
+        assert_eq!(values(&mut con, "a").await, ["1"]);
+        assert_eq!(values(&mut con, "b").await, ["2"]);
+
+        // `c` holds a string: the transaction writes `d` and marks it, not `c`, and says
+        // nothing per output; the script then skips `d` and refuses `c`.
+        let _: () = redis::cmd("SET")
+            .arg("c")
+            .arg("not a stream")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let outputs = [output("7-0", "c", "3"), output("8-0", "d", "4")];
+        let refs: Vec<&Output> = outputs.iter().collect();
+        let result = deliver_in_transaction_on(&own, "p/o", &refs).await.unwrap();
+        assert_eq!(result, None);
+        let delivered = deliver(&mut con, "p/o", &refs).await.unwrap();
+        assert!(
+            matches!(&delivered[0], Delivery::Refused(e) if e.starts_with("WRONGTYPE")),
+            "{delivered:?}"
+        );
+        assert_eq!(delivered[1], Delivery::Skipped);
+        assert_eq!(values(&mut con, "d").await, ["4"], "written once");
     }
 
     #[tokio::test]

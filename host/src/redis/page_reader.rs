@@ -23,9 +23,10 @@ use super::resp::{parse, protocol};
 /// Where the driver hands one command's reply.
 type Reply = oneshot::Sender<RedisResult<Value>>;
 
-/// One command for the driver: its bytes, where its reply goes, and when it was queued
-/// (its reply is due a response timeout later).
-type Request = (Vec<u8>, Reply, Instant);
+/// One request for the driver: the bytes of one or more commands, how many replies come
+/// before the one that matters (parsed and dropped), where that one goes, and when it was
+/// queued (its replies are due a response timeout later).
+type Request = (Vec<u8>, usize, Reply, Instant);
 
 /// The read buffer's capacity to begin with, and what it shrinks back to.
 const READ_BUFFER: usize = 64 * 1024;
@@ -101,10 +102,21 @@ impl PageReader {
         &self,
         cmd: &Cmd,
     ) -> impl Future<Output = RedisResult<Value>> + Send + 'static {
+        self.send_packed(cmd.get_packed_command(), 0)
+    }
+
+    /// Queues `commands`, the packed bytes of `skip + 1` commands (a transaction, say), and
+    /// resolves to the last one's reply; the replies before it are read and dropped. As
+    /// [`send`](Self::send) otherwise.
+    pub(crate) fn send_packed(
+        &self,
+        commands: Vec<u8>,
+        skip: usize,
+    ) -> impl Future<Output = RedisResult<Value>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let queued = self
             .requests
-            .send((cmd.get_packed_command(), reply, Instant::now()))
+            .send((commands, skip, reply, Instant::now()))
             .is_ok();
         let timeout = self.response_timeout;
         async move {
@@ -134,8 +146,9 @@ async fn drive(
     response_timeout: Duration,
 ) {
     let (mut rd, mut wr) = stream.into_split();
-    // The callers waiting, oldest first, each with when its reply is due.
-    let mut waiting: VecDeque<(Reply, Option<Instant>)> = VecDeque::new();
+    // The callers waiting, oldest first, each with when its reply is due (`None`: a reply
+    // nobody waits for, read and dropped).
+    let mut waiting: VecDeque<(Option<Reply>, Option<Instant>)> = VecDeque::new();
     let (mut buf, mut start) = (Vec::with_capacity(READ_BUFFER), 0);
     let mut out = Vec::new();
     let mut open = true;
@@ -155,15 +168,17 @@ async fn drive(
         }
         tokio::select! {
             request = queue.recv(), if open => {
-                let Some((bytes, reply, queued)) = request else {
+                let Some(request) = request else {
                     open = false;
                     continue;
                 };
-                out.extend_from_slice(&bytes);
-                waiting.push_back((reply, queued.checked_add(response_timeout)));
-                while let Ok((bytes, reply, queued)) = queue.try_recv() {
+                let mut next = Some(request);
+                while let Some((bytes, skip, reply, queued)) = next {
                     out.extend_from_slice(&bytes);
-                    waiting.push_back((reply, queued.checked_add(response_timeout)));
+                    let due = queued.checked_add(response_timeout);
+                    waiting.extend((0..skip).map(|_| (None, due)));
+                    waiting.push_back((Some(reply), due));
+                    next = queue.try_recv().ok();
                 }
                 // A peer that stops reading must not hold the writes (and this task) forever.
                 let write = wr.write_all(&out);
@@ -194,7 +209,8 @@ async fn drive(
                             start += used;
                             match waiting.pop_front() {
                                 // The caller may have given up (timeout): nothing to do.
-                                Some((tx, _)) => drop(tx.send(reply)),
+                                Some((Some(tx), _)) => drop(tx.send(reply)),
+                                Some((None, _)) => {}
                                 None => {
                                     bad = Some(protocol("a reply nobody asked for"));
                                     break;
@@ -226,7 +242,9 @@ async fn drive(
     // The connection is unusable: close it, then every caller still waiting learns why.
     drop((rd, wr));
     for (tx, _) in waiting {
-        let _ = tx.send(Err(failure.clone()));
+        if let Some(tx) = tx {
+            let _ = tx.send(Err(failure.clone()));
+        }
     }
 }
 
