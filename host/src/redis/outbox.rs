@@ -730,6 +730,16 @@ mod tests {
             .collect()
     }
 
+    /// Makes `key` a string, so `XADD`s to it are refused.
+    async fn not_a_stream(con: &mut redis::aio::MultiplexedConnection, key: &str) {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("not a stream")
+            .query_async(con)
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn a_transaction_writes_what_the_marks_do_not_cover_and_moves_them() {
         let (_server, mut con) = server().await;
@@ -806,12 +816,7 @@ mod tests {
 
         // `c` holds a string: the transaction writes `d` and marks it, not `c`, and says
         // nothing per output; the script then skips `d` and refuses `c`.
-        let _: () = redis::cmd("SET")
-            .arg("c")
-            .arg("not a stream")
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        not_a_stream(&mut con, "c").await;
         let outputs = [output("7-0", "c", "3"), output("8-0", "d", "4")];
         let refs: Vec<&Output> = outputs.iter().collect();
         let result = deliver_in_transaction_on(&own, "p/o", &refs).await.unwrap();
@@ -828,12 +833,7 @@ mod tests {
     #[tokio::test]
     async fn a_key_of_another_type_refuses_its_outputs_and_keeps_its_mark_back() {
         let (_server, mut con) = server().await;
-        let _: () = redis::cmd("SET")
-            .arg("a")
-            .arg("not a stream")
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        not_a_stream(&mut con, "a").await;
         let outputs = [output("5-0", "a", "1"), output("6-0", "b", "2")];
         let refs: Vec<&Output> = outputs.iter().collect();
         let delivered = deliver_in_transaction(&mut con.clone(), "p/o", &refs)
