@@ -433,9 +433,18 @@ impl<'a> Transaction<'a> {
         pipe.ignore_errors().cmd("MULTI").ignore();
         for &k in &plan.writes {
             let output = self.outputs[k];
-            let mut xadd = redis::cmd("XADD");
-            xadd.arg(output.target.as_deref().unwrap_or_default())
-                .arg("*");
+            let target = output.target.as_deref().unwrap_or_default();
+            // Sized up front: one allocation each for the arguments and their bytes.
+            let bytes = output
+                .fields
+                .iter()
+                .map(|(f, v)| f.len() + v.len())
+                .sum::<usize>();
+            let mut xadd = redis::Cmd::with_capacity(
+                3 + 2 * output.fields.len(),
+                "XADD*".len() + target.len() + bytes,
+            );
+            xadd.arg("XADD").arg(target).arg("*");
             for (f, v) in &output.fields {
                 xadd.arg(f).arg(v);
             }
