@@ -771,3 +771,31 @@ pub fn receipt_versions(receipts: Vec<(String, Vec<(String, String)>)>) -> Vec<(
         })
         .collect()
 }
+
+/// Publishes to `stream` through `broker` every `every` until `stop` fires, each event's body
+/// its sequence number (0, 1, ...), and returns the IDs published. A publish that fails
+/// after `stop` ends it (what it tested may be shutting down); one that fails before is a
+/// panic.
+pub fn publish_steadily(
+    broker: beehive::EventBroker,
+    stream: &'static str,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut ids = Vec::new();
+        let mut tick = tokio::time::interval(every);
+        while !stop.is_cancelled() {
+            tick.tick().await;
+            match broker
+                .publish(stream, &ids.len(), &[] as &[(&str, &str)])
+                .await
+            {
+                Ok(id) => ids.push(id),
+                Err(_) if stop.is_cancelled() => break,
+                Err(e) => panic!("publish to {stream}: {e}"),
+            }
+        }
+        ids
+    })
+}

@@ -614,25 +614,12 @@ consumers:
     let stop = tokio_util::sync::CancellationToken::new();
     // A failing assertion stops the publisher before the cluster goes.
     let _stop_on_drop = stop.clone().drop_guard();
-    let publisher = tokio::spawn({
-        let (broker, stop) = (engine.event_broker(), stop.clone());
-        async move {
-            let mut ids = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            while !stop.is_cancelled() {
-                tick.tick().await;
-                match broker
-                    .publish("{orders}-events", &ids.len(), &[] as &[(&str, &str)])
-                    .await
-                {
-                    Ok(id) => ids.push(id),
-                    Err(_) if stop.is_cancelled() => break,
-                    Err(e) => panic!("publish: {e}"),
-                }
-            }
-            ids
-        }
-    });
+    let publisher = beehive_tests::publish_steadily(
+        engine.event_broker(),
+        "{orders}-events",
+        Duration::from_millis(20),
+        stop.clone(),
+    );
     let mut con = raw(&cluster).await;
     let watcher = con.clone();
     let receipts_of = |version: &'static str| {

@@ -233,23 +233,12 @@ async fn deploy_and_rollback_swap_every_host_without_losing_events() {
     );
     let engine = engine(&server, &[("events", &["handlers"])]).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let publisher = tokio::spawn({
-        let (broker, stop) = (engine.event_broker(), stop.clone());
-        async move {
-            let mut ids = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            while !stop.is_cancelled() {
-                tick.tick().await;
-                ids.push(
-                    broker
-                        .publish("events", &ids.len(), &[] as &[(&str, &str)])
-                        .await
-                        .unwrap(),
-                );
-            }
-            ids
-        }
-    });
+    let publisher = beehive_tests::publish_steadily(
+        engine.event_broker(),
+        "events",
+        Duration::from_millis(20),
+        stop.clone(),
+    );
     let _a = Beehive::run(&cfg, &[]);
     let _b = Beehive::run(&cfg, &[]);
     eventually("both hosts to run v1", Duration::from_secs(60), || async {
