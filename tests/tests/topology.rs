@@ -626,6 +626,80 @@ async fn a_stopped_target_pool_delays_outputs_but_not_consumption_and_loses_or_r
     );
 }
 
+/// An outbox filled by two hosts: another host's commits (written straight into the outbox,
+/// as its commit script would) land between this host's all along, while this host's
+/// relay holds the outbox. Every output reaches the target once, and each host's outputs in
+/// the order they entered the outbox (the relay's marks and deletions rely on that order:
+/// an entry skipped past would be lost).
+#[tokio::test]
+async fn outputs_another_host_commits_in_between_are_relayed_once_and_in_order() {
+    let first = redis();
+    let second = redis();
+    let dir = TempDir::new();
+    // One instance: commit order, and with it the outbox's order, is the source order.
+    let cfg = two_pools(
+        &dir,
+        &first,
+        &second,
+        "",
+        "    count: 20\n    block: 100ms\n    publish: [stream-c]\n",
+        "",
+    );
+    let host = Beehive::run(&cfg, &["--no-watch"]);
+    let mut source = raw(&first).await;
+    let mut sources = Vec::new();
+    let mut foreign = Vec::new();
+    for round in 0..40 {
+        sources.extend(
+            xadd_many(&mut source, "stream-a", 50, |i| {
+                echo_to("stream-c", round * 50 + i)
+            })
+            .await,
+        );
+        for _ in 0..10 {
+            let tag = format!("foreign-{}", foreign.len());
+            let _: String = redis::cmd("XADD")
+                .arg(OUTBOX)
+                .arg("*")
+                .arg("beehive.target")
+                .arg("stream-c")
+                .arg("echo-of")
+                .arg(&tag)
+                .query_async(&mut source)
+                .await
+                .unwrap();
+            foreign.push(tag);
+        }
+        // Paced, so that the host's commits and the other host's interleave in the outbox.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let all = sources.len() + foreign.len();
+    let landed = wait_until(Duration::from_secs(60), || async {
+        xlen_db(&second, SECOND_DB, "stream-c").await >= all as u64
+            && xlen_db(&first, 0, OUTBOX).await == 0
+    })
+    .await;
+    let echoed = echoes(&second, SECOND_DB, "stream-c").await;
+    assert!(
+        landed,
+        "{} of {all} outputs landed; host warnings:\n{}",
+        echoed.len(),
+        warnings(&host)
+    );
+    let (theirs, ours): (Vec<String>, Vec<String>) =
+        echoed.into_iter().partition(|e| e.starts_with("foreign-"));
+    assert_eq!(
+        theirs, foreign,
+        "the other host's outputs, once each, in order"
+    );
+    let (duplicated, lost) = duplicated_and_lost(&ours, &sources);
+    assert!(
+        duplicated.is_empty() && lost.is_empty(),
+        "duplicated {duplicated:?}, lost {lost:?}"
+    );
+    assert_eq!(ours, sources, "this host's outputs in source order");
+}
+
 #[tokio::test]
 async fn status_and_metrics_show_the_outbox_while_its_target_pool_is_down() {
     let first = redis();

@@ -37,8 +37,7 @@ pub(super) struct Decided {
 }
 
 /// The commit's reply; `None` when a test hook dropped it.
-type CommitFuture =
-    std::pin::Pin<Box<dyn Future<Output = Option<redis::RedisResult<Vec<String>>>> + Send>>;
+type CommitFuture = std::pin::Pin<Box<dyn Future<Output = Option<redis::RedisResult<()>>> + Send>>;
 
 /// A commit sent to Redis whose reply is not in yet.
 pub(super) struct InFlight {
@@ -147,7 +146,7 @@ impl Run<'_> {
     pub(super) fn record(
         &mut self,
         batch: BatchSummary,
-        result: Option<redis::RedisResult<Vec<String>>>,
+        result: Option<redis::RedisResult<()>>,
     ) -> Result<()> {
         let group = self.consumer.group.name.clone();
         let committed = match result {

@@ -30,6 +30,13 @@ use crate::redis::lock::Lock;
 /// The longest a consumer waits, before a batch, for a relay that trails it.
 pub(super) const RELAY_PATIENCE: Duration = Duration::from_millis(500);
 
+/// How many outputs a relay of this process may trail before a consumer waits for it: half
+/// a relay page. An output then waits behind at most about its batch and this many (at
+/// batch 1000, relay p99 46–47 ms against 60–76 ms when a consumer waited only past
+/// max(batch, page)), at no cost in throughput measured: the relay and the consumers share
+/// the same cores anyway.
+const MAX_BEHIND: usize = RELAY_PAGE / 2;
+
 /// The state of one running consumer.
 pub(super) struct Run<'a> {
     pub(super) consumer: &'a Consumer,
@@ -158,7 +165,7 @@ impl Run<'_> {
     }
 
     /// Backpressure: while the relay of this slice's outbox (in this process) moves
-    /// outputs but trails by more than a batch or a relay page, gives it time to catch up
+    /// outputs but trails by more than [`MAX_BEHIND`], gives it time to catch up
     /// (at most [`RELAY_PATIENCE`]), so outputs reach their targets soon after their
     /// input's commit and the outbox stays short. A relay that is stopped (its target is
     /// down) or runs on another host is not waited for.
@@ -166,9 +173,8 @@ impl Run<'_> {
         let Some(pace) = &self.pace else {
             return;
         };
-        let max_behind = self.count.max(RELAY_PAGE) as u64;
         tokio::select! {
-            waited = pace.wait_within(max_behind, RELAY_PATIENCE) => {
+            waited = pace.wait_within(MAX_BEHIND as u64, RELAY_PATIENCE) => {
                 if waited >= RELAY_PATIENCE {
                     tracing::debug!(group = %self.group(), consumer = %self.name, "the relay trails and moves slowly; consuming on");
                 }
