@@ -248,7 +248,7 @@ impl CommitBatch {
     /// Runs the batch atomically. With a `lock` (key, token), nothing is written unless the
     /// key still holds the token; then the error has code [`LOCK_LOST`]. With a `mark`,
     /// a commit whose mark is at or before the last one recorded for its series writes
-    /// nothing and answers no IDs: it already ran, and this is a resend (the cluster client
+    /// nothing: it already ran, and this is a resend (the cluster client
     /// sends a request again when its connection dropped, even if Redis ran it).
     ///
     /// The returned future owns everything it needs, so a consumer can leave the commit in
@@ -265,9 +265,7 @@ impl CommitBatch {
         if self.is_empty() {
             return Ok(());
         }
-        let cmd = self.command(lock, mark);
-        let _: redis::Value = cmd.query_async(&mut con).await?;
-        Ok(())
+        self.command(lock, mark).exec_async(&mut con).await
     }
 }
 
