@@ -552,8 +552,7 @@ impl Relay {
             let mut fields: Vec<(&[u8], &[u8])> = output
                 .fields
                 .iter()
-                .filter(|(k, _)| !dead_letter_fields::ADDED.iter().any(|a| a.as_bytes() == k))
-                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .filter(|(k, _)| !dead_letter_fields::ADDED.iter().any(|a| a.as_bytes() == *k))
                 .collect();
             let id = output.id.to_string();
             fields.push((

@@ -7,6 +7,7 @@ pub(crate) mod commands;
 pub(crate) mod commit;
 pub(crate) mod lock;
 pub(crate) mod outbox;
+pub(crate) mod outbox_page;
 pub(crate) mod page_reader;
 pub(crate) mod pool;
 pub(crate) mod records;

@@ -15,8 +15,11 @@ use redis::aio::ConnectionLike;
 use super::pool::Connection;
 use redis::{ConnectionInfo, RedisResult, Script, Value};
 
-use super::commands::{self, RawEntry};
+use super::commands;
+pub(crate) use super::outbox_page::Output;
+use super::outbox_page::{parse_page, write_bulk};
 use super::page_reader::PageReader;
+use super::resp::Cursor;
 use crate::event::EntryId;
 use crate::keys;
 
@@ -88,45 +91,6 @@ return out
 "#,
     )
 });
-
-/// One output waiting in an outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Output {
-    /// Its outbox entry ID.
-    pub(crate) id: EntryId,
-    /// The stream it goes to (`None`: a malformed outbox entry).
-    pub(crate) target: Option<String>,
-    /// Its fields, as published (`s` for the body, then metadata).
-    pub(crate) fields: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-impl Output {
-    fn from_raw(entry: RawEntry) -> Output {
-        let mut flat = entry
-            .fields
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| commands::bytes(v).unwrap_or_default());
-        let mut fields = Vec::new();
-        while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
-            fields.push((k, v));
-        }
-        let target = match fields.first() {
-            Some((k, v)) if k == keys::OUTBOX_TARGET.as_bytes() => {
-                String::from_utf8(v.clone()).ok()
-            }
-            _ => None,
-        };
-        if target.is_some() {
-            fields.remove(0);
-        }
-        Output {
-            id: entry.id,
-            target,
-            fields,
-        }
-    }
-}
 
 /// What happened to one output of a delivered page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,16 +185,17 @@ async fn trim_and_range(
         .arg("+")
         .arg("COUNT")
         .arg(count);
-    let value = match reader {
+    match reader {
         Reader::Own(own) => {
-            // Both are queued now, in this order, and go out together.
+            // Both are queued now, in this order, and go out together. The page stays in
+            // the bytes Redis sent (see `outbox_page`).
             let trim = trim.map(|below| commands::xtrim_minid(outbox, below));
             let trimmed = trim.as_ref().map(|trim| own.send(trim));
-            let value = own.send(&range);
+            let page = own.send_raw(&range);
             if let Some(trimmed) = trimmed {
                 trimmed.await?;
             }
-            value.await?
+            parse_page(page.await?)
         }
         Reader::Shared(con) => {
             let mut pipe = redis::pipe();
@@ -240,13 +205,12 @@ async fn trim_and_range(
             }
             pipe.add_command(range);
             let (value,): (Value,) = pipe.query_async(con).await?;
-            value
+            Ok(commands::parse_entries(value)?
+                .into_iter()
+                .map(Output::from_entry)
+                .collect())
         }
-    };
-    Ok(commands::parse_entries(value)?
-        .into_iter()
-        .map(Output::from_raw)
-        .collect())
+    }
 }
 
 /// Waits up to `block` for `outbox` to hold an entry (`XREAD ... STREAMS outbox 0-0`): at
@@ -288,7 +252,7 @@ pub(crate) async fn deliver<C: ConnectionLike>(
             .arg(index)
             .arg(output.id.to_string())
             .arg(2 * output.fields.len());
-        for (k, v) in &output.fields {
+        for (k, v) in output.fields.iter() {
             invocation.arg(k).arg(v);
         }
     }
@@ -325,21 +289,29 @@ pub(crate) async fn deliver_in_transaction<C: ConnectionLike>(
 ) -> RedisResult<Option<Vec<Delivery>>> {
     let tx = Transaction::new(mark_field, outputs);
     let marks: Vec<Option<String>> = tx.read_marks().query_async(con).await?;
-    let Some(write) = tx.plan(marks)? else {
+    let Some(plan) = tx.plan(marks)? else {
         redis::cmd("UNWATCH").exec_async(con).await?;
         return Ok(Some(vec![Delivery::Skipped; outputs.len()]));
     };
     // Sent as plain commands (not redis-rs's atomic pipeline), so that `EXEC`'s own answer
     // (its array, nil when a watched mark changed, or an abort) comes back as it is.
-    let (exec,): (Value,) = write.pipe.query_async(con).await?;
-    tx.answer(&write, Ok(exec))
+    let (exec,): (Value,) = tx.pipeline(&plan).query_async(con).await?;
+    let results = match exec {
+        Value::Array(results) => results
+            .into_iter()
+            .map(|result| match result {
+                Value::ServerError(e) => Err(error_text(&e)),
+                _ => Ok(()),
+            })
+            .collect(),
+        _ => return Ok(None),
+    };
+    parse_transaction(results, &plan, outputs.len()).map(Some)
 }
 
-/// [`deliver_in_transaction`] on the relay's own connection, whose replies Beehive parses
-/// itself (the transaction's answers are two per output). An error reply inside `EXEC`'s
-/// answer (a key of another type) fails the whole answer there, so such a page also goes to
-/// the script: the marks, written in the transaction only for keys that are streams, keep
-/// it from writing anything twice.
+/// [`deliver_in_transaction`] on the relay's own connection: the transaction is written as
+/// RESP straight from the page's bytes (each `XADD` is its target's name followed by the
+/// output's fields as the outbox sent them), and `EXEC`'s answer is walked, not built.
 pub(crate) async fn deliver_in_transaction_on(
     own: &PageReader,
     mark_field: &str,
@@ -356,15 +328,26 @@ pub(crate) async fn deliver_in_transaction_on(
             value => Some(commands::string(value)?),
         });
     }
-    let Some(write) = tx.plan(marks)? else {
+    let Some(plan) = tx.plan(marks)? else {
         own.send(&redis::cmd("UNWATCH")).await?;
         return Ok(Some(vec![Delivery::Skipped; outputs.len()]));
     };
-    let skip = write.pipe.len() - 1;
-    let exec = own
-        .send_packed(write.pipe.get_packed_pipeline(), skip)
-        .await;
-    tx.answer(&write, exec)
+    let (packed, commands) = tx.packed(&plan);
+    let exec = match own.send_packed_raw(packed, commands - 1).await {
+        Ok(exec) => exec,
+        // Refused while queueing (`EXECABORT`): nothing was written.
+        Err(e) if e.code().is_some() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut answer = Cursor::new(&exec);
+    // Nil: a watched mark changed, nothing was written.
+    let Some(n) = answer.array()? else {
+        return Ok(None);
+    };
+    let results = (0..n)
+        .map(|_| answer.skip_or_error())
+        .collect::<RedisResult<_>>()?;
+    parse_transaction(results, &plan, outputs.len()).map(Some)
 }
 
 /// One delivery transaction of a page (all of one standalone target): its streams and
@@ -375,12 +358,6 @@ struct Transaction<'a> {
     streams: Vec<&'a str>,
     index: Vec<usize>,
     marks_keys: Vec<String>,
-}
-
-/// What a transaction writes, and the commands that do it.
-struct Write {
-    plan: Writes,
-    pipe: redis::Pipeline,
 }
 
 impl<'a> Transaction<'a> {
@@ -409,7 +386,7 @@ impl<'a> Transaction<'a> {
     }
 
     /// Given the marks read, what to write (`None`: everything was written before).
-    fn plan(&self, marks: Vec<Option<String>>) -> RedisResult<Option<Write>> {
+    fn plan(&self, marks: Vec<Option<String>>) -> RedisResult<Option<Writes>> {
         let marks = marks
             .into_iter()
             .map(|mark| {
@@ -426,63 +403,85 @@ impl<'a> Transaction<'a> {
             })
             .collect::<RedisResult<Vec<_>>>()?;
         let plan = plan_writes(self.outputs, &self.index, &marks);
-        if plan.writes.is_empty() {
-            return Ok(None);
-        }
+        Ok((!plan.writes.is_empty()).then_some(plan))
+    }
+
+    /// The `EVAL`s that move the marks of the streams `plan` writes to.
+    fn mark_commands<'p>(&'p self, plan: &'p Writes) -> impl Iterator<Item = redis::Cmd> + 'p {
+        plan.marks.iter().enumerate().filter_map(|(j, last)| {
+            let last = last.as_ref()?;
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(MARK_SOURCE)
+                .arg(2)
+                .arg(self.streams[j])
+                .arg(&self.marks_keys[j])
+                .arg(self.mark_field)
+                .arg(last.to_string())
+                .arg(MARK_TTL.as_millis() as u64);
+            Some(eval)
+        })
+    }
+
+    /// The transaction writing `plan` as redis-rs commands: `MULTI`, the `XADD`s, the
+    /// marks, `EXEC` (only `EXEC`'s answer is kept).
+    fn pipeline(&self, plan: &Writes) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         pipe.ignore_errors().cmd("MULTI").ignore();
         for &k in &plan.writes {
             let output = self.outputs[k];
-            let target = output.target.as_deref().unwrap_or_default();
-            // Sized up front: one allocation each for the arguments and their bytes.
-            let bytes = output
-                .fields
-                .iter()
-                .map(|(f, v)| f.len() + v.len())
-                .sum::<usize>();
-            let mut xadd = redis::Cmd::with_capacity(
-                3 + 2 * output.fields.len(),
-                "XADD*".len() + target.len() + bytes,
-            );
-            xadd.arg("XADD").arg(target).arg("*");
-            for (f, v) in &output.fields {
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(output.target.as_deref().unwrap_or_default())
+                .arg("*");
+            for (f, v) in output.fields.iter() {
                 xadd.arg(f).arg(v);
             }
             pipe.add_command(xadd).ignore();
         }
-        for (j, last) in plan.marks.iter().enumerate() {
-            if let Some(last) = last {
-                pipe.cmd("EVAL")
-                    .arg(MARK_SOURCE)
-                    .arg(2)
-                    .arg(self.streams[j])
-                    .arg(&self.marks_keys[j])
-                    .arg(self.mark_field)
-                    .arg(last.to_string())
-                    .arg(MARK_TTL.as_millis() as u64)
-                    .ignore();
-            }
+        for eval in self.mark_commands(plan) {
+            pipe.add_command(eval).ignore();
         }
         pipe.cmd("EXEC");
-        Ok(Some(Write { plan, pipe }))
+        pipe
     }
 
-    /// Reads `EXEC`'s answer: per output, or `None` when the transaction did not run (nil:
-    /// a watched mark changed; an error: it was discarded, or an error reply inside the
-    /// answer hides which outputs went through). I/O errors are errors.
-    fn answer(
-        &self,
-        write: &Write,
-        exec: RedisResult<Value>,
-    ) -> RedisResult<Option<Vec<Delivery>>> {
-        match exec {
-            Ok(Value::Array(results)) => {
-                parse_transaction(results, &write.plan, self.outputs.len()).map(Some)
-            }
-            Ok(_) => Ok(None),
-            Err(e) if e.code().is_some() => Ok(None),
-            Err(e) => Err(e),
+    /// The same transaction as the bytes to send, and how many commands they hold: each
+    /// `XADD` is its header and target followed by the output's fields as the outbox sent
+    /// them, copied once.
+    fn packed(&self, plan: &Writes) -> (Vec<u8>, usize) {
+        let size = plan
+            .writes
+            .iter()
+            .map(|&k| {
+                let output = self.outputs[k];
+                48 + output.target.as_deref().unwrap_or_default().len() + output.fields.resp().len()
+            })
+            .sum::<usize>();
+        let mut out = Vec::with_capacity(size + 64);
+        out.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+        let mut count = 1;
+        for &k in &plan.writes {
+            let output = self.outputs[k];
+            out.push(b'*');
+            out.extend_from_slice(
+                itoa::Buffer::new()
+                    .format(3 + 2 * output.fields.len())
+                    .as_bytes(),
+            );
+            out.extend_from_slice(b"\r\n$4\r\nXADD\r\n");
+            write_bulk(
+                &mut out,
+                output.target.as_deref().unwrap_or_default().as_bytes(),
+            );
+            out.extend_from_slice(b"$1\r\n*\r\n");
+            out.extend_from_slice(output.fields.resp());
+            count += 1;
         }
+        for eval in self.mark_commands(plan) {
+            eval.write_packed_command(&mut out);
+            count += 1;
+        }
+        out.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+        (out, count + 1)
     }
 }
 
@@ -532,9 +531,13 @@ fn plan_writes(outputs: &[&Output], index: &[usize], marks: &[Option<EntryId>]) 
     plan
 }
 
-/// Reads `EXEC`'s answer to a delivery transaction: an ID per write (or the error that
-/// refused it), then one answer per mark.
-fn parse_transaction(results: Vec<Value>, plan: &Writes, n: usize) -> RedisResult<Vec<Delivery>> {
+/// Reads `EXEC`'s answer to a delivery transaction (per command, whether it went through or
+/// the error that refused it): one per write, then one per mark.
+fn parse_transaction(
+    results: Vec<Result<(), String>>,
+    plan: &Writes,
+    n: usize,
+) -> RedisResult<Vec<Delivery>> {
     let marks = plan.marks.iter().flatten().count();
     if results.len() != plan.writes.len() + marks {
         return Err(redis::RedisError::from((
@@ -551,15 +554,15 @@ fn parse_transaction(results: Vec<Value>, plan: &Writes, n: usize) -> RedisResul
     let mut results = results.into_iter();
     for (&k, result) in plan.writes.iter().zip(&mut results) {
         out[k] = match result {
-            Value::ServerError(e) => Delivery::Refused(error_text(&e)),
-            _ => Delivery::Written,
+            Err(e) => Delivery::Refused(e),
+            Ok(()) => Delivery::Written,
         };
     }
     for result in results {
-        if let Value::ServerError(e) = result {
+        if let Err(e) = result {
             // The outputs are written but their mark is not: a crash before the outbox
             // entries are deleted would write them again.
-            tracing::error!(error = %error_text(&e), "relay mark not recorded after its writes");
+            tracing::error!(error = %e, "relay mark not recorded after its writes");
         }
     }
     Ok(out)
@@ -679,8 +682,8 @@ mod tests {
     fn output(id: &str, target: &str, n: &str) -> Output {
         Output {
             id: id.parse().unwrap(),
-            target: Some(target.to_string()),
-            fields: vec![(b"n".to_vec(), n.as_bytes().to_vec())],
+            target: Some(target.into()),
+            fields: super::super::outbox_page::Fields::from_pairs([("n", n)]),
         }
     }
 
@@ -801,7 +804,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_relays_own_connection_writes_once_and_leaves_a_refusal_to_the_script() {
+    async fn the_relays_own_connection_writes_once_and_says_which_output_was_refused() {
         let (server, mut con) = server().await;
         let info = redis::IntoConnectionInfo::into_connection_info(server.url()).unwrap();
         let own = PageReader::connect(&info, "test-relay", Duration::from_secs(10))
@@ -823,20 +826,40 @@ mod tests {
         assert_eq!(values(&mut con, "a").await, ["1"]);
         assert_eq!(values(&mut con, "b").await, ["2"]);
 
-        // `c` holds a string: the transaction writes `d` and marks it, not `c`, and says
-        // nothing per output; the script then skips `d` and refuses `c`.
+        // `c` holds a string: the transaction writes `d` and marks it, refuses `c` and
+        // leaves its mark; the same page again writes nothing twice and is refused again.
         not_a_stream(&mut con, "c").await;
         let outputs = [output("7-0", "c", "3"), output("8-0", "d", "4")];
         let refs: Vec<&Output> = outputs.iter().collect();
-        let result = deliver_in_transaction_on(&own, "p/o", &refs).await.unwrap();
-        assert_eq!(result, None);
-        let delivered = deliver(&mut con, "p/o", &refs).await.unwrap();
+        let delivered = deliver_in_transaction_on(&own, "p/o", &refs)
+            .await
+            .unwrap()
+            .expect("the transaction ran");
         assert!(
             matches!(&delivered[0], Delivery::Refused(e) if e.starts_with("WRONGTYPE")),
             "{delivered:?}"
         );
+        assert_eq!(delivered[1], Delivery::Written);
+        let again = deliver_in_transaction_on(&own, "p/o", &refs)
+            .await
+            .unwrap()
+            .expect("the transaction ran");
+        assert!(matches!(&again[0], Delivery::Refused(_)), "{again:?}");
+        assert_eq!(again[1], Delivery::Skipped);
+        let delivered = deliver(&mut con, "p/o", &refs).await.unwrap();
+        assert!(
+            matches!(&delivered[0], Delivery::Refused(_)),
+            "{delivered:?}"
+        );
         assert_eq!(delivered[1], Delivery::Skipped);
         assert_eq!(values(&mut con, "d").await, ["4"], "written once");
+        let mark: Option<String> = redis::cmd("HGET")
+            .arg(keys::relay_marks("c"))
+            .arg("p/o")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(mark, None, "a refused output is not marked as written");
     }
 
     #[tokio::test]

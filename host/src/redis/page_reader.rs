@@ -18,10 +18,24 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::pool::CONNECT_TIMEOUT;
-use super::resp::{parse, protocol};
+use super::resp::{parse, parse_raw, protocol};
 
-/// Where the driver hands one command's reply.
-type Reply = oneshot::Sender<RedisResult<Value>>;
+/// Where the driver hands one command's reply: parsed into a [`Value`], or as the bytes
+/// Redis sent ([`PageReader::send_raw`]).
+enum Reply {
+    Value(oneshot::Sender<RedisResult<Value>>),
+    Raw(oneshot::Sender<RedisResult<Vec<u8>>>),
+}
+
+impl Reply {
+    /// Tells the caller the connection failed (it may have given up already).
+    fn fail(self, e: RedisError) {
+        match self {
+            Reply::Value(tx) => drop(tx.send(Err(e))),
+            Reply::Raw(tx) => drop(tx.send(Err(e))),
+        }
+    }
+}
 
 /// One request for the driver: the bytes of one or more commands, how many replies come
 /// before the one that matters (parsed and dropped), where that one goes, and when it was
@@ -114,21 +128,54 @@ impl PageReader {
         skip: usize,
     ) -> impl Future<Output = RedisResult<Value>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let queued = self
-            .requests
+        let queued = self.queue(commands, skip, Reply::Value(reply));
+        wait(queued, self.response_timeout, answer)
+    }
+
+    /// As [`send`](Self::send), but resolves to the reply's bytes as Redis sent them (a
+    /// whole, well-formed RESP2 value, to walk with a [`super::resp::Cursor`]): nothing is
+    /// built per item of a large reply. A server error reply is still `Err`.
+    pub(crate) fn send_raw(
+        &self,
+        cmd: &Cmd,
+    ) -> impl Future<Output = RedisResult<Vec<u8>>> + Send + 'static {
+        self.send_packed_raw(cmd.get_packed_command(), 0)
+    }
+
+    /// As [`send_packed`](Self::send_packed), with the last reply's bytes as
+    /// [`send_raw`](Self::send_raw) gives them.
+    pub(crate) fn send_packed_raw(
+        &self,
+        commands: Vec<u8>,
+        skip: usize,
+    ) -> impl Future<Output = RedisResult<Vec<u8>>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.queue(commands, skip, Reply::Raw(reply));
+        wait(queued, self.response_timeout, answer)
+    }
+
+    /// Hands a request to the driver; false when the connection is closed.
+    fn queue(&self, commands: Vec<u8>, skip: usize, reply: Reply) -> bool {
+        self.requests
             .send((commands, skip, reply, Instant::now()))
-            .is_ok();
-        let timeout = self.response_timeout;
-        async move {
-            if !queued {
-                return Err(closed());
-            }
-            match tokio::time::timeout(timeout, answer).await {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(_)) => Err(closed()),
-                Err(_) => Err(timed_out("waiting for a reply")),
-            }
-        }
+            .is_ok()
+    }
+}
+
+/// Waits for the reply of a request (`queued`: whether the driver took it), at most
+/// `timeout`.
+async fn wait<T>(
+    queued: bool,
+    timeout: Duration,
+    answer: oneshot::Receiver<RedisResult<T>>,
+) -> RedisResult<T> {
+    if !queued {
+        return Err(closed());
+    }
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => Err(closed()),
+        Err(_) => Err(timed_out("waiting for a reply")),
     }
 }
 
@@ -203,20 +250,33 @@ async fn drive(
                 }
                 let mut bad = None;
                 while start < buf.len() {
-                    match parse(&buf[start..]) {
-                        Ok(None) => break,
-                        Ok(Some((reply, used))) => {
-                            start += used;
-                            match waiting.pop_front() {
-                                // The caller may have given up (timeout): nothing to do.
-                                Some((Some(tx), _)) => drop(tx.send(reply)),
-                                Some((None, _)) => {}
-                                None => {
-                                    bad = Some(protocol("a reply nobody asked for"));
-                                    break;
+                    let Some((tx, _)) = waiting.front() else {
+                        bad = Some(protocol("a reply nobody asked for"));
+                        break;
+                    };
+                    // The caller may have given up (timeout): then the send does nothing.
+                    let parsed = if let Some(Reply::Raw(_)) = tx {
+                        parse_raw(&buf[start..]).map(|parsed| {
+                            parsed.map(|(reply, used)| {
+                                if let Some((Some(Reply::Raw(tx)), _)) = waiting.pop_front() {
+                                    drop(tx.send(reply));
                                 }
-                            }
-                        }
+                                used
+                            })
+                        })
+                    } else {
+                        parse(&buf[start..]).map(|parsed| {
+                            parsed.map(|(reply, used)| {
+                                if let Some((Some(Reply::Value(tx)), _)) = waiting.pop_front() {
+                                    drop(tx.send(reply));
+                                }
+                                used
+                            })
+                        })
+                    };
+                    match parsed {
+                        Ok(None) => break,
+                        Ok(Some(used)) => start += used,
                         Err(e) => {
                             bad = Some(e);
                             break;
@@ -243,7 +303,7 @@ async fn drive(
     drop((rd, wr));
     for (tx, _) in waiting {
         if let Some(tx) = tx {
-            let _ = tx.send(Err(failure.clone()));
+            tx.fail(failure.clone());
         }
     }
 }
@@ -358,6 +418,28 @@ mod tests {
             .expect("the driver closes the connection")
             .unwrap();
         assert_closed(&reader).await;
+    }
+
+    /// Raw and parsed replies interleave in order; a raw reply is its bytes, a server error
+    /// reply an error either way, and replies skipped before a raw one are dropped.
+    #[tokio::test]
+    async fn raw_replies_are_the_bytes_in_order() {
+        let answer = b"+PONG\r\n*2\r\n$1\r\na\r\n:1\r\n-ERR no\r\n+OK\r\n:5\r\n$-1\r\n".to_vec();
+        let (reader, server) = fake_redis(Some(answer)).await;
+        let ping = reader.send(&redis::cmd("PING"));
+        let raw = reader.send_raw(&redis::cmd("XRANGE"));
+        let error = reader.send_raw(&redis::cmd("XADD"));
+        let skipped = reader.send_packed_raw(b"MULTI\r\nINCR\r\nGET\r\n".to_vec(), 2);
+        let (ping, raw, error, skipped) = tokio::join!(ping, raw, error, skipped);
+        assert_eq!(ping.unwrap(), Value::SimpleString("PONG".into()));
+        assert_eq!(raw.unwrap(), b"*2\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(error.unwrap_err().code(), Some("ERR"));
+        assert_eq!(skipped.unwrap(), b"$-1\r\n");
+        drop(reader);
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     /// Replies still go to their callers in order, with the timer armed.

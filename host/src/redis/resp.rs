@@ -41,6 +41,96 @@ pub(crate) fn parse(buf: &[u8]) -> RedisResult<Option<(RedisResult<Value>, usize
     parse_within(buf, MAX_REPLY_BYTES)
 }
 
+/// Like [`parse`], but hands back the reply's own bytes (copied out of `buf`) instead of a
+/// [`Value`] tree: for replies the caller walks with a [`Cursor`] or passes on as they are.
+/// A server error reply is `Err` as with [`parse`]; errors nested in an array stay in the
+/// bytes.
+pub(crate) fn parse_raw(buf: &[u8]) -> RedisResult<Option<(RedisResult<Vec<u8>>, usize)>> {
+    let Some(end) = scan(buf, 0, 0, MAX_REPLY_BYTES)? else {
+        if buf.len() > MAX_REPLY_BYTES {
+            return Err(too_large(
+                format!("{} bytes and not complete", buf.len()),
+                MAX_REPLY_BYTES,
+            ));
+        }
+        return Ok(None);
+    };
+    if buf[0] == b'-' {
+        let (reply, _) = build(buf, 0);
+        return Ok(Some((reply.map(|_| Vec::new()), end)));
+    }
+    Ok(Some((Ok(buf[..end].to_vec()), end)))
+}
+
+/// Walks a whole, well-formed RESP2 reply (one [`parse_raw`] returned) value by value
+/// without building anything: each step says what the next value is, and refuses a value
+/// of another type than the caller expects as a protocol error.
+pub(crate) struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor at the start of `buf`.
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf, pos: 0 }
+    }
+
+    /// Where the next value starts.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The next value's type byte, the rest of its line, and moves past that line.
+    fn line(&mut self) -> RedisResult<(u8, &'a [u8])> {
+        let (kind, header, next) =
+            header(self.buf, self.pos)?.ok_or_else(|| protocol("a reply cut short"))?;
+        self.pos = next;
+        Ok((kind, header))
+    }
+
+    /// An array header: its length (`None` for the null array); its items follow.
+    pub(crate) fn array(&mut self) -> RedisResult<Option<usize>> {
+        match self.line()? {
+            (b'*', header) => Ok(usize::try_from(length(header)?).ok()),
+            _ => Err(protocol("not an array")),
+        }
+    }
+
+    /// A bulk string (`None` for the null one).
+    pub(crate) fn bulk(&mut self) -> RedisResult<Option<&'a [u8]>> {
+        match self.line()? {
+            (b'$', header) => {
+                let Ok(len) = usize::try_from(length(header)?) else {
+                    return Ok(None);
+                };
+                let end = self.pos.saturating_add(len);
+                let bytes = self
+                    .buf
+                    .get(self.pos..end)
+                    .ok_or_else(|| protocol("a bulk string cut short"))?;
+                self.pos = end + 2;
+                Ok(Some(bytes))
+            }
+            _ => Err(protocol("not a bulk string")),
+        }
+    }
+
+    /// Any one value, skipped; `Err(text)` (the line without its `-`) when it is an error
+    /// reply.
+    pub(crate) fn skip_or_error(&mut self) -> RedisResult<Result<(), String>> {
+        let start = self.pos;
+        if self.buf.get(start) == Some(&b'-') {
+            let (_, text) = self.line()?;
+            return Ok(Err(String::from_utf8_lossy(text).into_owned()));
+        }
+        let end = scan(self.buf, start, 0, self.buf.len())?
+            .ok_or_else(|| protocol("a reply cut short"))?;
+        self.pos = end;
+        Ok(Ok(()))
+    }
+}
+
 /// True when `e` is [`parse`] refusing a reply past [`MAX_REPLY_BYTES`] (handed to every
 /// caller waiting on the read-ahead connection, which is closed): the reply is fine for
 /// Redis, only too large for this connection, so the caller reads through redis-rs instead.
@@ -201,13 +291,24 @@ fn header(buf: &[u8], pos: usize) -> RedisResult<Option<(u8, &[u8], usize)>> {
     }
 }
 
-/// The length in a bulk string or array header: -1 (null) or more.
+/// The length in a bulk string or array header: -1 (null) or more. Only what Redis writes
+/// is read: `-1` or decimal digits, by hand (this runs for every value of every reply).
 fn length(header: &[u8]) -> RedisResult<i64> {
-    std::str::from_utf8(header)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .filter(|len| *len >= -1)
-        .ok_or_else(|| protocol("a bad length"))
+    let bad = || protocol("a bad length");
+    if header == b"-1" {
+        return Ok(-1);
+    }
+    if header.is_empty() {
+        return Err(bad());
+    }
+    header.iter().try_fold(0i64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return Err(bad());
+        }
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(i64::from(d - b'0')))
+            .ok_or_else(bad)
+    })
 }
 
 /// Redis sent something that is not RESP2 (or a reply nobody asked for).
@@ -636,6 +737,42 @@ mod tests {
             for cut in 0..bytes.len() {
                 prop_assert!(parse(&bytes[..cut]).unwrap().is_none(), "first {} bytes", cut);
             }
+        }
+
+        /// (d) `parse_raw` finds the same replies in any bytes as `parse`, taking the same
+        /// bytes and handing them back as they are (a server error reply as `Err`); a
+        /// cursor skips a well-formed reply's items to its end, telling the errors apart.
+        #[test]
+        fn raw_replies_are_the_bytes_parse_reads(bytes in any_bytes(), value in any_value()) {
+            match (parse(&bytes), parse_raw(&bytes)) {
+                (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+                (Ok(Some((reply, used))), Ok(Some((raw, raw_used)))) => {
+                    prop_assert_eq!(used, raw_used);
+                    match (reply, raw) {
+                        (Ok(_), Ok(raw)) => prop_assert_eq!(&raw[..], &bytes[..used]),
+                        // An error nested in an array, or an integer that is not one, fails
+                        // `parse`; `parse_raw` leaves them to whoever reads the bytes.
+                        (Err(_), Ok(raw)) => prop_assert!(matches!(raw[0], b'*' | b':')),
+                        (Err(e), Err(raw)) => prop_assert_eq!(e.to_string(), raw.to_string()),
+                        (Ok(v), Err(e)) => prop_assert!(false, "{:?} vs {}", v, e),
+                    }
+                }
+                (ours, raw) => prop_assert!(false, "{:?} vs {:?}", ours.map(|o| o.map(|r| r.1)), raw.map(|r| r.map(|r| r.1))),
+            }
+            let bytes = encoded(&value, false);
+            let mut cursor = Cursor::new(&bytes);
+            match &value {
+                Value::Array(items) => {
+                    prop_assert_eq!(cursor.array().unwrap(), Some(items.len()));
+                    for item in items {
+                        let skipped = cursor.skip_or_error().unwrap();
+                        prop_assert_eq!(skipped.is_err(), matches!(item, Value::ServerError(_)));
+                    }
+                }
+                Value::ServerError(_) => prop_assert!(cursor.skip_or_error().unwrap().is_err()),
+                _ => prop_assert_eq!(cursor.skip_or_error().unwrap(), Ok(())),
+            }
+            prop_assert_eq!(cursor.position(), bytes.len());
         }
 
         /// A well-formed reply longer than the limit is refused as too large, never parsed,
