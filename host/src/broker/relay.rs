@@ -5,8 +5,8 @@
 //! the acknowledgements of the batch that produced them. The relay then, holding the outbox's
 //! lock (`keys::relay_lock`, one relay at a time across hosts):
 //!
-//! 1. reads the oldest page of the outbox (the next page is read, and the page before
-//!    deleted, while one is delivered),
+//! 1. takes the oldest page of the outbox (reads run up to a page ahead of delivery, and
+//!    carry the deletion of what was settled before),
 //! 2. per target domain, writes the page's outputs atomically with a dedupe mark per target
 //!    stream (so an output written before a crash is skipped, never written twice): on a
 //!    standalone target, `XADD`s in a transaction over a connection of the relay's own,
@@ -19,7 +19,7 @@
 //! A target that cannot be reached stops the relay at that output (order is kept) and it
 //! retries with a backoff; the consumers go on and the outbox grows meanwhile.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -243,7 +243,7 @@ impl Relay {
         // replies' bytes), so they neither queue behind nor hold up the consumers' commits
         // on the shared one.
         let name = keys::read_ahead_client_name(&self.group, "relay");
-        let mut reader = outbox::Reader::open(pool.connection_info(), &name, con.clone())
+        let reader = outbox::Reader::open(pool.connection_info(), &name, con.clone())
             .await
             .pool(&self.pool)?;
         let mut waiter = None;
@@ -253,9 +253,12 @@ impl Relay {
         // The settled head of the outbox not yet deleted (below this ID): deleted with the
         // next read, in the same round trip.
         let mut trim: Option<EntryId> = None;
-        // The page read while the last one was delivered; `Some(empty)` when there was
-        // nothing more then.
-        let mut ahead: Option<Vec<Output>> = None;
+        // Outputs read and not delivered yet, oldest first, and the read in flight for the
+        // ones after them: reads run ahead of delivery, across steps, so that a read
+        // queued behind the consumers' commits on the outbox's server does not hold up the
+        // next step.
+        let mut buffer: VecDeque<Output> = VecDeque::new();
+        let mut reading: Option<Read> = None;
         let result = loop {
             if cancel.is_cancelled()
                 || lock.lost().is_cancelled()
@@ -263,20 +266,16 @@ impl Relay {
             {
                 break Ok(());
             }
-            let page = match ahead.take() {
-                Some(page) if !page.is_empty() => page,
-                _ => {
-                    let page = outbox::trim_and_page(&mut reader, &self.outbox, trim, PAGE)
-                        .await
-                        .pool(&self.pool);
-                    trim = None;
-                    match page {
-                        Ok(page) => page,
-                        Err(e) => break Err(e),
-                    }
+            if buffer.is_empty() {
+                let read = reading.take().unwrap_or_else(|| {
+                    outbox::trim_and_read(&reader, &self.outbox, trim.take(), None, PAGE)
+                });
+                match read.await.pool(&self.pool) {
+                    Ok(page) => buffer.extend(page),
+                    Err(e) => break Err(e),
                 }
-            };
-            if page.is_empty() {
+            }
+            if buffer.is_empty() {
                 self.pace.caught_up();
                 if deadline.is_some() {
                     break Ok(());
@@ -300,31 +299,42 @@ impl Relay {
                 }
                 continue;
             }
-            // Deliver this page and meanwhile (on the outbox's server) delete the head
-            // settled before and read the next page; not while a target is down.
-            let last = page.last().expect("not empty").id;
+            let page: Vec<Output> = buffer.drain(..buffer.len().min(PAGE)).collect();
+            // While this page is delivered, read on (and delete the head settled before)
+            // until a page is buffered; not while a target is down.
             let read_ahead = stalled.is_zero();
-            let trim_now = if read_ahead { trim.take() } else { None };
-            let (delivered, next) = tokio::join!(
-                self.deliver(&page, &mut targets, stalled.is_zero()),
-                async {
-                    if read_ahead {
-                        Some(
-                            outbox::trim_and_page_after(
-                                &mut reader,
-                                &self.outbox,
-                                trim_now,
-                                last,
-                                PAGE,
-                            )
-                            .await
-                            .pool(&self.pool),
-                        )
-                    } else {
-                        None
+            let mut read_failed = None;
+            let delivered = {
+                let deliver = self.deliver(&page, &mut targets, stalled.is_zero());
+                tokio::pin!(deliver);
+                let mut more = true;
+                loop {
+                    if read_ahead && more && reading.is_none() && buffer.len() < PAGE {
+                        let after = buffer.back().unwrap_or(&page[page.len() - 1]).id;
+                        reading = Some(outbox::trim_and_read(
+                            &reader,
+                            &self.outbox,
+                            trim.take(),
+                            Some(after),
+                            PAGE,
+                        ));
+                    }
+                    tokio::select! {
+                        delivered = &mut deliver => break delivered,
+                        read = answer(&mut reading) => match read.pool(&self.pool) {
+                            // Nothing more for now: the next step reads from the head.
+                            Ok(read) => {
+                                more = !read.is_empty();
+                                buffer.extend(read);
+                            }
+                            Err(e) => {
+                                more = false;
+                                read_failed = Some(e);
+                            }
+                        },
                     }
                 }
-            );
+            };
             let settled = self.settle(&mut con, &page, delivered).await;
             let (moved, below, whole) = match settled {
                 Ok(settled) => settled,
@@ -333,13 +343,11 @@ impl Relay {
             if whole {
                 // The next read deletes this page.
                 trim = below;
-                match next.transpose() {
-                    Ok(next) => ahead = next,
-                    Err(e) => break Err(e),
-                }
             } else {
                 // Stopped early: what is behind the stop is read again from the head, so
-                // delete the settled part now and drop the page read ahead.
+                // delete the settled part now and drop what was read ahead.
+                buffer.clear();
+                reading = None;
                 if let Some(below) = below.or(trim.take())
                     && let Err(e) = outbox::trim_below(&mut con, &self.outbox, below)
                         .await
@@ -348,6 +356,9 @@ impl Relay {
                     break Err(e);
                 }
                 trim = None;
+            }
+            if let Some(e) = read_failed {
+                break Err(e);
             }
             if moved == 0 {
                 self.pace.stopped();
@@ -599,6 +610,21 @@ struct Delivered<'p> {
     written: BTreeMap<&'p str, u64>,
     /// Per output written, the time from its commit to its write.
     latencies: Vec<Duration>,
+}
+
+/// A read of the outbox in flight.
+type Read = futures::future::BoxFuture<'static, redis::RedisResult<Vec<Output>>>;
+
+/// The answer of the read in flight, which is then done; never, while none is.
+async fn answer(reading: &mut Option<Read>) -> redis::RedisResult<Vec<Output>> {
+    match reading {
+        Some(read) => {
+            let answer = read.await;
+            *reading = None;
+            answer
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Milliseconds since the Unix epoch by this host's clock.

@@ -10,6 +10,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use redis::aio::ConnectionLike;
 
 use super::pool::Connection;
@@ -148,36 +150,21 @@ impl Reader {
 }
 
 /// Deletes the settled head of `outbox` below `trim` (when given: `XTRIM MINID`) and reads
-/// the oldest `count` outputs left, in one round trip.
-pub(crate) async fn trim_and_page(
-    reader: &mut Reader,
+/// up to `count` outputs: the oldest left, or those after `after` (the relay's reads ahead),
+/// in one round trip.
+///
+/// On the relay's own connection both commands are queued at once, so reads made one after
+/// another go out (and are answered) in call order, and the future may be kept across
+/// steps while other work goes on; on a redis-rs connection they go out when it is first
+/// polled.
+pub(crate) fn trim_and_read(
+    reader: &Reader,
     outbox: &str,
     trim: Option<EntryId>,
+    after: Option<EntryId>,
     count: usize,
-) -> RedisResult<Vec<Output>> {
-    trim_and_range(reader, outbox, trim, "-", count).await
-}
-
-/// Deletes the settled head of `outbox` below `trim` (when given) and reads up to `count`
-/// outputs after `after`, in one round trip: the relay's read-ahead of its next page.
-pub(crate) async fn trim_and_page_after(
-    reader: &mut Reader,
-    outbox: &str,
-    trim: Option<EntryId>,
-    after: EntryId,
-    count: usize,
-) -> RedisResult<Vec<Output>> {
-    let start = after.successor().to_string();
-    trim_and_range(reader, outbox, trim, &start, count).await
-}
-
-async fn trim_and_range(
-    reader: &mut Reader,
-    outbox: &str,
-    trim: Option<EntryId>,
-    start: &str,
-    count: usize,
-) -> RedisResult<Vec<Output>> {
+) -> BoxFuture<'static, RedisResult<Vec<Output>>> {
+    let start = after.map_or_else(|| "-".to_string(), |after| after.successor().to_string());
     let mut range = redis::cmd("XRANGE");
     range
         .arg(outbox)
@@ -185,30 +172,35 @@ async fn trim_and_range(
         .arg("+")
         .arg("COUNT")
         .arg(count);
+    let trim = trim.map(|below| commands::xtrim_minid(outbox, below));
     match reader {
         Reader::Own(own) => {
-            // Both are queued now, in this order, and go out together. The page stays in
-            // the bytes Redis sent (see `outbox_page`).
-            let trim = trim.map(|below| commands::xtrim_minid(outbox, below));
+            // The page stays in the bytes Redis sent (see `outbox_page`).
             let trimmed = trim.as_ref().map(|trim| own.send(trim));
             let page = own.send_raw(&range);
-            if let Some(trimmed) = trimmed {
-                trimmed.await?;
+            async move {
+                if let Some(trimmed) = trimmed {
+                    trimmed.await?;
+                }
+                parse_page(page.await?)
             }
-            parse_page(page.await?)
+            .boxed()
         }
         Reader::Shared(con) => {
+            let mut con = con.clone();
             let mut pipe = redis::pipe();
-            if let Some(below) = trim {
-                pipe.add_command(commands::xtrim_minid(outbox, below))
-                    .ignore();
+            if let Some(trim) = trim {
+                pipe.add_command(trim).ignore();
             }
             pipe.add_command(range);
-            let (value,): (Value,) = pipe.query_async(con).await?;
-            Ok(commands::parse_entries(value)?
-                .into_iter()
-                .map(Output::from_entry)
-                .collect())
+            async move {
+                let (value,): (Value,) = pipe.query_async(&mut con).await?;
+                Ok(commands::parse_entries(value)?
+                    .into_iter()
+                    .map(Output::from_entry)
+                    .collect())
+            }
+            .boxed()
         }
     }
 }
