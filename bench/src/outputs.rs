@@ -235,6 +235,14 @@ impl Outputs {
         let from_commit = relay.take();
         let last_batch = last.lock().expect("not poisoned").unwrap_or(started);
         let tail = (started + elapsed).saturating_duration_since(last_batch);
+        report.add(Sample {
+            scenario,
+            label,
+            batch: Some(batch),
+            rate: rate(n, elapsed),
+            run,
+            redis_us: Some((cpu.0 + cpu.1) * 1e6 / n as f64),
+        });
         eprintln!(
             "        input handled in {:.0} ms, last output {:.0} ms later; latency p50 {} ms, p99 {} ms, max {} ms; relay p50 {} ms, p99 {} ms; Redis CPU µs/event: source {:.2}, far {:.2}",
             (last_batch - started).as_secs_f64() * 1e3,
@@ -247,14 +255,6 @@ impl Outputs {
             cpu.0 * 1e6 / n as f64,
             cpu.1 * 1e6 / n as f64,
         );
-        report.add(Sample {
-            scenario,
-            label,
-            batch: Some(batch),
-            rate: rate(n, elapsed),
-            run,
-            redis_us: Some((cpu.0 + cpu.1) * 1e6 / n as f64),
-        });
         self.record(
             scenario,
             &format!("drain, batch {batch}"),
