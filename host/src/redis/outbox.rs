@@ -440,6 +440,8 @@ impl<'a> Transaction<'a> {
     /// `XADD` is its header and target followed by the output's fields as the outbox sent
     /// them, copied once.
     fn packed(&self, plan: &Writes) -> (Vec<u8>, usize) {
+        // Sized up front: per `XADD`, its fields, its target and under 48 bytes of headers
+        // (`*N`, `XADD`, the target's length, `*`).
         let size = plan
             .writes
             .iter()
@@ -734,6 +736,16 @@ mod tests {
             .collect()
     }
 
+    /// The mark of outbox `p/o` in `stream`'s marks hash.
+    async fn mark_of(con: &mut redis::aio::MultiplexedConnection, stream: &str) -> Option<String> {
+        redis::cmd("HGET")
+            .arg(keys::relay_marks(stream))
+            .arg("p/o")
+            .query_async(con)
+            .await
+            .unwrap()
+    }
+
     /// Makes `key` a string, so `XADD`s to it are refused.
     async fn not_a_stream(con: &mut redis::aio::MultiplexedConnection, key: &str) {
         let _: () = redis::cmd("SET")
@@ -772,13 +784,7 @@ mod tests {
         assert_eq!(values(&mut con, "a").await, ["3"]);
         assert_eq!(values(&mut con, "b").await, ["2"]);
         for (stream, mark) in [("a", "7-0"), ("b", "6-0")] {
-            let got: String = redis::cmd("HGET")
-                .arg(keys::relay_marks(stream))
-                .arg("p/o")
-                .query_async(&mut con)
-                .await
-                .unwrap();
-            assert_eq!(got, mark);
+            assert_eq!(mark_of(&mut con, stream).await.as_deref(), Some(mark));
             let ttl: i64 = redis::cmd("PTTL")
                 .arg(keys::relay_marks(stream))
                 .query_async(&mut con)
@@ -845,13 +851,11 @@ mod tests {
         );
         assert_eq!(delivered[1], Delivery::Skipped);
         assert_eq!(values(&mut con, "d").await, ["4"], "written once");
-        let mark: Option<String> = redis::cmd("HGET")
-            .arg(keys::relay_marks("c"))
-            .arg("p/o")
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        assert_eq!(mark, None, "a refused output is not marked as written");
+        assert_eq!(
+            mark_of(&mut con, "c").await,
+            None,
+            "a refused output is not marked as written"
+        );
     }
 
     #[tokio::test]
@@ -869,13 +873,11 @@ mod tests {
             "{delivered:?}"
         );
         assert_eq!(delivered[1], Delivery::Written);
-        let mark: Option<String> = redis::cmd("HGET")
-            .arg(keys::relay_marks("a"))
-            .arg("p/o")
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        assert_eq!(mark, None, "a refused output is not marked as written");
+        assert_eq!(
+            mark_of(&mut con, "a").await,
+            None,
+            "a refused output is not marked as written"
+        );
     }
 
     /// A connection that, before it sends a transaction, has another client move the marks

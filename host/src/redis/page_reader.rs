@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::pool::CONNECT_TIMEOUT;
-use super::resp::{parse, parse_raw, protocol};
+use super::resp::{parse, parse_raw, protocol, reply_len};
 
 /// Where the driver hands one command's reply: parsed into a [`Value`], or as the bytes
 /// Redis sent ([`PageReader::send_raw`]).
@@ -250,31 +250,7 @@ async fn drive(
                 }
                 let mut bad = None;
                 while start < buf.len() {
-                    let Some((tx, _)) = waiting.front() else {
-                        bad = Some(protocol("a reply nobody asked for"));
-                        break;
-                    };
-                    // The caller may have given up (timeout): then the send does nothing.
-                    let parsed = if let Some(Reply::Raw(_)) = tx {
-                        parse_raw(&buf[start..]).map(|parsed| {
-                            parsed.map(|(reply, used)| {
-                                if let Some((Some(Reply::Raw(tx)), _)) = waiting.pop_front() {
-                                    drop(tx.send(reply));
-                                }
-                                used
-                            })
-                        })
-                    } else {
-                        parse(&buf[start..]).map(|parsed| {
-                            parsed.map(|(reply, used)| {
-                                if let Some((Some(Reply::Value(tx)), _)) = waiting.pop_front() {
-                                    drop(tx.send(reply));
-                                }
-                                used
-                            })
-                        })
-                    };
-                    match parsed {
+                    match hand_over(&mut waiting, &buf[start..]) {
                         Ok(None) => break,
                         Ok(Some(used)) => start += used,
                         Err(e) => {
@@ -306,6 +282,35 @@ async fn drive(
             tx.fail(failure.clone());
         }
     }
+}
+
+/// Reads the reply at the front of `buf` for the oldest entry of `waiting` and, once it is
+/// all in, hands it over and removes that entry: how many bytes it took, `None` while it is
+/// not all in. A reply nobody waits for (one before the reply a caller wants) is read past
+/// without building anything; sending to a caller that gave up (timeout) does nothing.
+fn hand_over(
+    waiting: &mut VecDeque<(Option<Reply>, Option<Instant>)>,
+    buf: &[u8],
+) -> RedisResult<Option<usize>> {
+    let used = match waiting.front() {
+        None => return Err(protocol("a reply nobody asked for")),
+        Some((None, _)) => reply_len(buf)?.inspect(|_| {
+            waiting.pop_front();
+        }),
+        Some((Some(Reply::Raw(_)), _)) => parse_raw(buf)?.map(|(reply, used)| {
+            if let Some((Some(Reply::Raw(tx)), _)) = waiting.pop_front() {
+                drop(tx.send(reply));
+            }
+            used
+        }),
+        Some((Some(Reply::Value(_)), _)) => parse(buf)?.map(|(reply, used)| {
+            if let Some((Some(Reply::Value(tx)), _)) = waiting.pop_front() {
+                drop(tx.send(reply));
+            }
+            used
+        }),
+    };
+    Ok(used)
 }
 
 fn closed() -> RedisError {

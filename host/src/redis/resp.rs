@@ -46,13 +46,7 @@ pub(crate) fn parse(buf: &[u8]) -> RedisResult<Option<(RedisResult<Value>, usize
 /// A server error reply is `Err` as with [`parse`]; errors nested in an array stay in the
 /// bytes.
 pub(crate) fn parse_raw(buf: &[u8]) -> RedisResult<Option<(RedisResult<Vec<u8>>, usize)>> {
-    let Some(end) = scan(buf, 0, 0, MAX_REPLY_BYTES)? else {
-        if buf.len() > MAX_REPLY_BYTES {
-            return Err(too_large(
-                format!("{} bytes and not complete", buf.len()),
-                MAX_REPLY_BYTES,
-            ));
-        }
+    let Some(end) = reply_len(buf)? else {
         return Ok(None);
     };
     if buf[0] == b'-' {
@@ -138,17 +132,30 @@ pub(crate) fn is_reply_too_large(e: &RedisError) -> bool {
     e.kind() == ErrorKind::Parse && e.to_string().starts_with(REPLY_TOO_LARGE)
 }
 
+/// The length of the reply at the front of `buf`, building nothing: `Ok(None)` until all
+/// of it is there; `Err` as with [`parse`]. For replies read past (the ones before the one
+/// a caller waits for).
+pub(crate) fn reply_len(buf: &[u8]) -> RedisResult<Option<usize>> {
+    complete_within(buf, MAX_REPLY_BYTES)
+}
+
+/// [`reply_len`] with a size limit of `max` bytes.
+fn complete_within(buf: &[u8], max: usize) -> RedisResult<Option<usize>> {
+    let end = scan(buf, 0, 0, max)?;
+    // Everything buffered belongs to an incomplete reply: a long line, or many small values.
+    if end.is_none() && buf.len() > max {
+        return Err(too_large(
+            format!("{} bytes and not complete", buf.len()),
+            max,
+        ));
+    }
+    Ok(end)
+}
+
 /// [`parse`] with a size limit of `max` bytes (small ones in tests).
 fn parse_within(buf: &[u8], max: usize) -> RedisResult<Option<(RedisResult<Value>, usize)>> {
     // A cheap pass first, so an incomplete reply allocates nothing.
-    let Some(end) = scan(buf, 0, 0, max)? else {
-        // Everything buffered belongs to this reply: a long line, or many small values.
-        if buf.len() > max {
-            return Err(too_large(
-                format!("{} bytes and not complete", buf.len()),
-                max,
-            ));
-        }
+    let Some(end) = complete_within(buf, max)? else {
         return Ok(None);
     };
     let (reply, used) = build(buf, 0);
@@ -739,11 +746,15 @@ mod tests {
             }
         }
 
-        /// (d) `parse_raw` finds the same replies in any bytes as `parse`, taking the same
-        /// bytes and handing them back as they are (a server error reply as `Err`); a
-        /// cursor skips a well-formed reply's items to its end, telling the errors apart.
+        /// (d) `reply_len` and `parse_raw` find the same replies in any bytes as `parse`,
+        /// taking the same bytes, `parse_raw` handing them back as they are (a server error
+        /// reply as `Err`); a cursor skips a well-formed reply's items to its end, telling
+        /// the errors apart.
         #[test]
         fn raw_replies_are_the_bytes_parse_reads(bytes in any_bytes(), value in any_value()) {
+            let len = reply_len(&bytes).map_err(|e| e.to_string());
+            let parsed = parse(&bytes).map(|p| p.map(|(_, used)| used)).map_err(|e| e.to_string());
+            prop_assert_eq!(len, parsed, "reply_len takes what parse takes");
             match (parse(&bytes), parse_raw(&bytes)) {
                 (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
                 (Ok(Some((reply, used))), Ok(Some((raw, raw_used)))) => {
